@@ -1,0 +1,69 @@
+"""The one batch type every algorithm consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+import torch
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class Rollout:
+    """B = n_prompts * k sequences; the k samples of one prompt are contiguous.
+
+    The whole completion is one action: log pi(y|x) = (logprobs * completion_mask).sum(-1).
+    """
+
+    prompt_ids: Tensor        # [B, P] long, left-padded
+    prompt_mask: Tensor       # [B, P] long
+    completion_ids: Tensor    # [B, C] long, right-padded after EOS
+    completion_mask: Tensor   # [B, C] long, 1 on completion tokens (EOS included)
+    logprobs: Tensor          # [B, C] float, sampling-time log pi(y_t|...), 0 on padding
+    ref_logprobs: Tensor      # [B, C] float, log pi_ref(y_t|...), 0 on padding
+    truncated: Tensor         # [B] bool, cut at max_new_tokens without EOS
+    k: int                    # samples per prompt
+    prompts: list = field(default_factory=list)       # B prompts (str or chat messages)
+    completions: list = field(default_factory=list)   # B decoded completions (str)
+    scores: Tensor | None = None                      # [B] r(x, y) from the reward source
+    valid: Tensor | None = None                       # [B] bool, False where the reward was skipped
+    entropy: Tensor | None = None                     # [B] mean per-token entropy at sampling
+
+    @property
+    def size(self) -> int:
+        return self.prompt_ids.shape[0]
+
+    def input_ids(self) -> Tensor:
+        """[B, P + C] prompt and completion concatenated."""
+        return torch.cat([self.prompt_ids, self.completion_ids], dim=1)
+
+    def attention_mask(self) -> Tensor:
+        """[B, P + C]."""
+        return torch.cat([self.prompt_mask, self.completion_mask], dim=1)
+
+    def select(self, index: Tensor | slice) -> "Rollout":
+        """Rows ``index`` (tensors and lists alike), padding trimmed to the longest kept row."""
+        if isinstance(index, slice):
+            index = torch.arange(self.size)[index]
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Tensor):
+                out[f.name] = value[index]
+            elif isinstance(value, list) and value:
+                out[f.name] = [value[i] for i in index.tolist()]
+        return replace(self, **out).trimmed()
+
+    def trimmed(self) -> "Rollout":
+        """Drop columns that are padding in every row (left of prompts, right of completions)."""
+        p_keep = int(self.prompt_mask.sum(1).max().item()) if self.size else 0
+        c_keep = int(self.completion_mask.sum(1).max().item()) if self.size else 0
+        p_keep, c_keep = max(p_keep, 1), max(c_keep, 1)
+        return replace(
+            self,
+            prompt_ids=self.prompt_ids[:, -p_keep:], prompt_mask=self.prompt_mask[:, -p_keep:],
+            completion_ids=self.completion_ids[:, :c_keep],
+            completion_mask=self.completion_mask[:, :c_keep],
+            logprobs=self.logprobs[:, :c_keep], ref_logprobs=self.ref_logprobs[:, :c_keep],
+        )

@@ -1,0 +1,86 @@
+"""Atomic checkpoints and resume.
+
+A checkpoint directory holds the policy (``save_pretrained``, safetensors), ``optimizer.pt``,
+``scheduler.pt``, ``rng.pt`` and ``state.json`` (step, estimator state). It is written into a
+temporary sibling directory and renamed into place, so a crash never leaves a half checkpoint.
+Tensors are read back with ``torch.load(weights_only=True)``: no arbitrary pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def atomic_dir(final: Path):
+    """Context manager yielding a temporary directory that replaces ``final`` on success."""
+
+    class _AtomicDir:
+        def __enter__(self):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+            return self.tmp
+
+        def __exit__(self, exc_type, exc, tb):
+            if exc_type is not None:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                return False
+            if final.exists():
+                old = final.with_name(f".{final.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(final, old)
+                os.replace(self.tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(self.tmp, final)
+            return False
+
+    return _AtomicDir()
+
+
+def save_model(model, tokenizer, out: Path) -> None:
+    """Model (safetensors) + tokenizer, loadable with ``from_pretrained(out)``; atomic."""
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+
+
+def save_checkpoint(run_dir: Path, step: int, model, tokenizer, optimizer, scheduler,
+                    state: dict) -> Path:
+    """Write ``run_dir/checkpoints/step-{step:06d}`` atomically and return it."""
+    final = run_dir / "checkpoints" / f"step-{step:06d}"
+    with atomic_dir(final) as tmp:
+        model.save_pretrained(str(tmp / "model"), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp / "model"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=1))
+    return final
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    ckpts = sorted((run_dir / "checkpoints").glob("step-*"))
+    return ckpts[-1] if ckpts else None
+
+
+def load_checkpoint(ckpt: Path, optimizer, scheduler) -> dict:
+    """Restore optimizer, scheduler and RNG in place; return the saved state (step, ...)."""
+    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
+    torch.set_rng_state(torch.load(ckpt / "rng.pt", weights_only=True)["torch"])
+    return json.loads((ckpt / "state.json").read_text())

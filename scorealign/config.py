@@ -1,0 +1,185 @@
+"""Typed configs: one frozen dataclass per command, read from YAML, overridden by `--key value`.
+
+Unknown keys are rejected with a "did you mean" suggestion; values are converted to the field's
+type; the resolved config is saved in the run directory and never mutated at run time. Each
+field's trailing comment is its help text (``scorealign train --help`` prints them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import re
+import types
+import typing
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """`scorealign train`: online alignment (pg, reinforce, rloo) on one shared loop."""
+
+    # --- models
+    model: str = "tiny"  # policy: local path or hub id; 'tiny' builds a random tiny Llama in the run dir
+    ref_model: str | None = None  # frozen reference pi_ref (default: the initial `model`)
+    trust_remote_code: bool = False  # allow custom modelling code shipped with a model repo
+    dtype: str = "float32"  # float32 | bfloat16 | float16 (half precision needs a GPU)
+    # --- data
+    dataset: str = "toy"  # prompts: .jsonl/.json/.parquet/.csv, a saved dataset dir, hub id, or 'toy'
+    dataset_split: str = "train"  # split to read from a hub dataset or dataset dir
+    prompt_field: str = "prompt"  # column holding the prompt (a string or chat messages)
+    max_prompt_tokens: int = 256  # longer prompts keep their last tokens
+    # --- reward
+    rewards: tuple[str, ...] = ("builtin:count:yes",)  # py:mod:fn | file:path.py:fn | model:path | builtin:name[:arg]
+    reward_weights: tuple[float, ...] | None = None  # one weight per reward source (default 1.0 each)
+    on_reward_error: str = "fail"  # fail | skip (skipped rows drop their prompt's group this step)
+    # --- algorithm
+    algo: str = "rloo"  # pg | reinforce | rloo
+    k: int = 4  # completions sampled per prompt (rloo needs k >= 2)
+    beta: float = 0.05  # KL coefficient: R = r - beta * sum_t log(pi/pi_ref)
+    baseline_decay: float | None = None  # reinforce: None = mean of all past rewards, else EMA decay
+    whiten_rewards: bool = False  # standardise rewards over the global batch before advantages
+    # --- sampling
+    max_new_tokens: int = 32  # completion length limit
+    temperature: float = 1.0  # sampling temperature (log-probs use logits / temperature too)
+    top_p: float = 1.0  # nucleus sampling threshold
+    # --- optimisation
+    steps: int = 50  # optimizer steps; each one consumes a fresh rollout batch
+    prompts_per_step: int = 8  # prompts per step summed over all processes (batch = prompts_per_step * k)
+    micro_batch_size: int = 8  # sequences per forward/backward on each process (accumulation is derived)
+    lr: float = 1e-5  # AdamW learning rate
+    weight_decay: float = 0.0  # AdamW weight decay
+    warmup_steps: int = 0  # linear warm-up steps
+    lr_schedule: str = "constant"  # constant | linear | cosine (after warm-up)
+    max_grad_norm: float = 1.0  # gradient clipping by global norm (0 disables)
+    seed: int = 0  # seeds the tiny model, prompt order and sampling
+    # --- output
+    output_dir: str = "runs/train"  # run directory: config, metrics.jsonl, checkpoints, final model
+    save_every: int = 0  # checkpoint every N steps (0: only at the end)
+    tensorboard: bool = False  # also write TensorBoard event files (needs the tensorboard extra)
+
+    def __post_init__(self):
+        choices = {"algo": ("pg", "reinforce", "rloo"), "on_reward_error": ("fail", "skip"),
+                   "lr_schedule": ("constant", "linear", "cosine"),
+                   "dtype": ("float32", "bfloat16", "float16")}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"{key}={getattr(self, key)!r}: choose one of {', '.join(allowed)}")
+        if self.algo == "rloo" and self.k < 2:
+            raise ConfigError(f"k={self.k}: RLOO needs k >= 2 samples per prompt for its "
+                              "leave-one-out baseline (use algo=reinforce or pg for k=1)")
+        for key in ("k", "steps", "prompts_per_step", "micro_batch_size", "max_new_tokens"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}={getattr(self, key)}: must be >= 1")
+        if self.reward_weights is not None and len(self.reward_weights) != len(self.rewards):
+            raise ConfigError(f"reward_weights has {len(self.reward_weights)} entries for "
+                              f"{len(self.rewards)} reward sources")
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def field_help(cls) -> dict[str, str]:
+    """The trailing comment of each field in the class source, as help text."""
+    helps = {}
+    for line in inspect.getsource(cls).splitlines():
+        m = re.match(r"\s+(\w+): .*?  # (.*)$", line)
+        if m:
+            helps[m.group(1)] = m.group(2)
+    return helps
+
+
+def _convert(value, tp, key: str):
+    """Convert a YAML value or CLI string to the annotated type ``tp``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], key)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v != ""]
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return tuple(_convert(v, args[0], key) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "1", "yes", "on"):
+            return True
+        if str(value).lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    try:
+        if tp is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return tp(float(value)) if tp is int and isinstance(value, str) and "e" in value else tp(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}") from None
+
+
+def _check_key(cls, key: str, where: str) -> None:
+    names = [f.name for f in dataclasses.fields(cls)]
+    if key not in names:
+        close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"{where}: unknown key '{key}'{hint}")
+
+
+def parse_overrides(args: list[str]) -> dict[str, str]:
+    """['--lr', '1e-5', '--k=2'] -> {'lr': '1e-5', 'k': '2'} (dashes in names become underscores)."""
+    out, i = {}, 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--"):
+            raise ConfigError(f"unexpected argument {arg!r}: overrides look like --key value")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(args):
+                raise ConfigError(f"--{key}: missing value")
+            value, i = args[i + 1], i + 1
+        out[key.replace("-", "_")] = value
+        i += 1
+    return out
+
+
+def load_config(cls, path: str | Path | None = None, overrides: list[str] | dict | None = None):
+    """Build ``cls`` from a YAML file and CLI overrides (overrides win)."""
+    values: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file '{path}' not found")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping of key: value at the top level")
+        for key in values:
+            _check_key(cls, key, str(path))
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    for key in overrides or {}:
+        _check_key(cls, key, f"--{key}")
+    values = {**values, **(overrides or {})}
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: _convert(v, hints[k], k) for k, v in values.items()})
+
+
+def to_dict(cfg) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
+
+def save_config(cfg, path: str | Path) -> None:
+    """Write the resolved config as YAML, atomically."""
+    from .checkpoint import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))

@@ -1,0 +1,66 @@
+"""Metrics: ``metrics.jsonl`` (one line per step), optional TensorBoard, and a progress bar.
+
+Metric names are shared by every algorithm (STYLE.md): reward/mean, reward/std, kl, entropy,
+loss/policy, completion_len, throughput/completions_per_s, ...
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+STEP_METRICS = ("reward/mean", "reward/std", "kl", "entropy", "loss/policy", "completion_len",
+                "truncated_frac", "reward/skipped", "grad_norm")
+
+
+class ProgressLog:
+    """Writes one JSON line per step on the main process and drives a rich progress bar."""
+
+    def __init__(self, run_dir: Path, cfg, start_step: int, is_main: bool):
+        self.is_main, self.writer, self.progress = is_main, None, None
+        if not is_main:
+            return
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = run_dir / "metrics.jsonl"
+        self._truncate_after(start_step)
+        if cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                 TextColumn("step {task.completed}/{task.total}"),
+                                 TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+                                 transient=False)
+        self.task = self.progress.add_task(cfg.algo, total=cfg.steps, completed=start_step, info="")
+        self.progress.start()
+
+    def _truncate_after(self, step: int) -> None:
+        """On resume, drop lines logged after the checkpoint so the file has one line per step."""
+        if not self.path.exists():
+            return
+        keep = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        self.path.write_text("".join(ln + "\n" for ln in keep))
+
+    def step(self, step: int, stats, elapsed: float, lr: float, n_completions: int) -> None:
+        if not self.is_main:
+            return
+        row = {"step": step, **{k: round(float(v), 6) for k, v in zip(STEP_METRICS, stats)},
+               "lr": lr, "throughput/completions_per_s": round(n_completions / elapsed, 3),
+               "time/step_s": round(elapsed, 4)}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.writer is not None:
+            for key, value in row.items():
+                if key != "step":
+                    self.writer.add_scalar(key, value, step)
+        info = (f"reward {row['reward/mean']:.3f}  kl {row['kl']:.3f}  "
+                f"{row['throughput/completions_per_s']:.0f} compl/s")
+        self.progress.update(self.task, completed=step, info=info)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,72 @@
+"""Loading the policy, the reference and the tokenizer; the accelerate setup."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from .errors import ConfigError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def build_accelerator():
+    """An ``Accelerator`` for the current launch (1 process, torchrun, or accelerate launch)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    return Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
+
+
+def quiet_transformers() -> None:
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def resolve_model_path(name: str, run_dir: Path, seed: int, is_main: bool) -> str:
+    """'tiny' -> a random tiny Llama built (once) in ``run_dir/base_model``; else ``name``."""
+    if name != "tiny":
+        return name
+    from .tiny import build_tiny_model
+
+    path = run_dir / "base_model"
+    if is_main and not (path / "config.json").exists():
+        build_tiny_model(path, arch="llama", hidden=64, layers=2, heads=4, seed=seed)
+    return str(path)
+
+
+def load_causal_lm(path: str, cfg, trainable: bool):
+    """``AutoModelForCausalLM.from_pretrained`` with safetensors preferred, dropout disabled."""
+    from transformers import AutoModelForCausalLM
+
+    looks_local = os.path.sep in path or path.startswith(".")
+    if looks_local and not Path(path).exists():
+        raise ConfigError(f"model '{path}' not found (no such directory)")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=DTYPES[cfg.dtype], trust_remote_code=cfg.trust_remote_code)
+    except OSError as e:
+        raise ConfigError(f"cannot load model '{path}': {str(e).splitlines()[0]}") from None
+    for module in model.modules():                    # dropout off: log-probs must be reproducible
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    model.train(trainable)
+    model.requires_grad_(trainable)
+    return model
+
+
+def load_models(cfg, run_dir: Path, accelerator):
+    """(policy, reference, tokenizer). The reference is frozen, in eval mode, not wrapped."""
+    from transformers import AutoTokenizer
+
+    quiet_transformers()
+    path = resolve_model_path(cfg.model, run_dir, cfg.seed, accelerator.is_main_process)
+    accelerator.wait_for_everyone()
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+    policy = load_causal_lm(path, cfg, trainable=True)
+    ref_model = load_causal_lm(cfg.ref_model or path, cfg, trainable=False).to(accelerator.device)
+    return policy, ref_model, tokenizer
