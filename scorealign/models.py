@@ -13,11 +13,16 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def build_accelerator():
-    """An ``Accelerator`` for the current launch (1 process, torchrun, or accelerate launch)."""
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
+    """An ``Accelerator`` for the current launch (1 process, torchrun, or accelerate launch).
 
-    return Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
+    Without an accelerator we pass ``cpu=True``: accelerate only sets up multi-process CPU
+    (gloo) training under torchrun when told it runs on CPU.
+    """
+    from accelerate import Accelerator
+
+    has_accelerator = torch.cuda.is_available() or (
+        hasattr(torch, "xpu") and torch.xpu.is_available()) or torch.backends.mps.is_available()
+    return Accelerator(cpu=not has_accelerator)
 
 
 def quiet_transformers() -> None:

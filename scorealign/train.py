@@ -66,6 +66,10 @@ def train(cfg: TrainConfig, reward=None, resume: bool = False) -> Path:
     if accelerator.is_main_process:
         save_config(cfg, run_dir / "config.yaml")
     log = ProgressLog(run_dir, cfg, start, accelerator.is_main_process)
+    if accelerator.is_main_process:
+        print(f"scorealign {cfg.algo}: {world} process(es); batch {cfg.prompts_per_step * cfg.k} = "
+              f"{cfg.prompts_per_step} prompts x k={cfg.k}; {local_batch // cfg.micro_batch_size} "
+              f"micro-batch(es) of {cfg.micro_batch_size} per process; run dir {run_dir}")
 
     for step in range(start, cfg.steps):
         t0 = time.perf_counter()
@@ -118,7 +122,7 @@ def train(cfg: TrainConfig, reward=None, resume: bool = False) -> Path:
         # 6. Log (global means) and checkpoint.
         elapsed = time.perf_counter() - t0
         stats = accelerator.reduce(torch.tensor([
-            batch.scores.mean(), batch.scores.std(unbiased=False), kl.mean(), batch.entropy.mean(),
+            g_scores.mean(), g_scores.std(unbiased=False), kl.mean(), batch.entropy.mean(),
             loss_total, batch.completion_mask.sum(1).float().mean(), batch.truncated.float().mean(),
             (~batch.valid).float().sum(), float(grad_norm)]), reduction="mean")
         log.step(step + 1, stats, elapsed, optimizer.param_groups[0]["lr"], g_scores.numel())
