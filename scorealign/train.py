@@ -49,7 +49,11 @@ def train(cfg: TrainConfig, reward=None, resume: bool = False) -> Path:
                           f"must be divisible by micro_batch_size={cfg.micro_batch_size}")
     torch.manual_seed(cfg.seed)
     rows = load_prompt_rows(cfg)
-    policy, ref_model, tokenizer = load_models(cfg, run_dir, accelerator)
+    ckpt = checkpoint.latest_checkpoint(run_dir) if resume else None
+    if resume and ckpt is None:
+        raise ConfigError(f"--resume: no checkpoint found in '{run_dir}/checkpoints'")
+    policy, ref_model, tokenizer = load_models(cfg, run_dir, accelerator,
+                                               ckpt / "model" if ckpt else None)
     reward = reward or rewards_from_specs(list(cfg.rewards), cfg.reward_weights and list(cfg.reward_weights))
     algo = ALGORITHMS[cfg.algo]
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr,
@@ -57,9 +61,6 @@ def train(cfg: TrainConfig, reward=None, resume: bool = False) -> Path:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     policy, optimizer = accelerator.prepare(policy, optimizer)
     state, start = {}, 0
-    ckpt = checkpoint.latest_checkpoint(run_dir) if resume else None
-    if resume and ckpt is None:
-        raise ConfigError(f"--resume: no checkpoint found in '{run_dir}/checkpoints'")
     if ckpt is not None:
         state = checkpoint.load_checkpoint(ckpt, optimizer, scheduler)
         start = state.pop("step")
