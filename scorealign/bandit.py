@@ -1,26 +1,16 @@
-"""The toy bandit of arXiv 2406.19185 §5: CoPG, IPO and off-policy PG on three arms.
+"""The toy bandit of arXiv 2406.19185 §5: CoPG, IPO and naive off-policy PG on three arms.
 
-Setting (paper §5): rewards r = (2.5, 2, 1), pi_ref uniform, beta = 0.5, ONE fixed offline set of
-10^4 unranked pairs (y ~ mu1, y' ~ mu2) drawn per seed, mu1 = (0.1, 0.2, 0.7),
-mu2 = (0.05, 0.05, 0.9), Adam lr 1e-3, mini-batches of 512, 100 epochs. The paper does not state
-the policy; here it is a softmax over 3 logits initialised at 0. Reported: the regret
-J(pi*) - J(pi), J(pi) = E_pi[r] - beta * KL(pi || pi_ref), computed exactly (3 arms).
-
-Each method is a loss of ``scorealign.losses`` fed the log-probabilities of arms
-(h(y) = log pi(y) - log pi_ref(y)):
-  copg      copg_loss([h(y), h(y')], [r(y), r(y')], beta)                       paper eq. (7)
-  ipo       ipo_loss(h(y_w) - h(y_l), tau=beta); the preferred arm of each pair is DRAWN ONCE
-            with the data, P(y > y') = sigmoid(r(y) - r(y')) (Bradley-Terry)
-  pg        policy_gradient_loss(log pi(y), R_beta(y)) on both samples of each pair, no baseline
-  pg_value  the same with advantages R_beta(y) - E_pi[r] (exact value of r, current policy)
-Both PG variants are "naive off-policy" (no importance sampling) and put the KL penalty into the
-reward, R_beta(y) = r(y) - beta * h(y), detached (``kl_penalized_rewards``, arXiv 2402.14740):
-on-policy both would follow grad J. Deviation from a literal "A = r(y)": without the KL term no PG
-variant targets J at all, and with A = r(y) - E_pi[r] Adam drives the policy to the simplex's
-edge instead of a plateau (see docs/bandit.md).
-
-All methods and seeds train together: logits [methods, seeds, 3], one Adam. Adam is elementwise
-and each (method, seed) contributes its own mean loss, so this equals independent runs.
+Paper §5: r = (2.5, 2, 1), pi_ref uniform, beta = 0.5, one fixed set of 10^4 unranked pairs
+(y ~ mu1 = (.1, .2, .7), y' ~ mu2 = (.05, .05, .9)) per seed, Adam lr 1e-3, batches of 512, 100
+epochs, regret J(pi*) - J(pi), J = E_pi[r] - beta KL(pi || pi_ref). Not in the paper: the policy
+is a softmax over 3 logits from 0. Each method is a ``scorealign.losses`` loss fed the arms'
+log-ratios h = log pi - log pi_ref (copg_loss; ipo_loss on Bradley-Terry labels drawn once with
+the data; policy_gradient_loss on y and y' without / with the baseline E_pi[r]).
+Deviation: PG's reward is R_beta = r - beta h, detached (``kl_penalized_rewards``), not bare r, so
+that on-policy it would follow grad J and only the off-policy data bias it (docs/bandit.md).
+Speed: all (method, seed) pairs share one logits tensor [M, S, 3] and one Adam (elementwise, each
+has its own mean loss: same as separate runs), and a batch is summarised by the counts of its 18
+pair types (y, y', label): each loss is evaluated per type and count-weighted (= the batch mean).
 """
 
 from __future__ import annotations
@@ -43,26 +33,26 @@ from scorealign.losses import (copg_loss, ipo_loss, kl_penalized_rewards, policy
 Tensor = torch.Tensor
 DTYPE = torch.float64
 REWARDS = torch.tensor([2.5, 2.0, 1.0], dtype=DTYPE)   # r(arm)
-MU1 = torch.tensor([0.1, 0.2, 0.7], dtype=DTYPE)       # distribution of y
-MU2 = torch.tensor([0.05, 0.05, 0.9], dtype=DTYPE)     # distribution of y'
+MU1 = torch.tensor([0.1, 0.2, 0.7], dtype=DTYPE)       # law of y
+MU2 = torch.tensor([0.05, 0.05, 0.9], dtype=DTYPE)     # law of y'
 BETA = 0.5
 LOG_REF = math.log(1.0 / 3.0)                          # log pi_ref(arm), uniform
-N_PAIRS = 10_000
-BATCH = 512
-LR = 1e-3
+N_PAIRS, BATCH, LR = 10_000, 512, 1e-3
+TYPE_Y = torch.arange(18) // 6                         # pair type t = 6 y + 2 y' + label: [T]
+TYPE_Y2 = torch.arange(18) // 2 % 3
+TYPE_FIRST = torch.arange(18) % 2 == 1                 # y is the preferred arm
+PG_ARMS = torch.cat([TYPE_Y, TYPE_Y2])                 # [2T]: y of each type, then y'
 
 
 @dataclass(frozen=True)
 class BanditConfig:
     epochs: int = 100          # the paper's horizon: regrets are reported at this epoch
-    long_epochs: int = 2000    # total length of the run, to show the asymptotes (<= epochs: none)
-    seeds: int = 5             # seeds 0..seeds-1; each draws its own dataset and shuffles
+    long_epochs: int = 500     # the run goes on to this epoch, past the asymptotes (<= epochs: no)
+    seeds: int = 5             # seeds 0..seeds-1, each with its own dataset and shuffles
     out: str = "runs/bandit"   # output folder: bandit.csv, bandit.png, summary.json
 
 
-# --------------------------------------------------------------------------------------------
-# Exact quantities (3 arms: everything in closed form or by a tiny exact solver)
-# --------------------------------------------------------------------------------------------
+# ---- exact quantities (3 arms: closed forms, tiny exact solvers) ----
 
 
 def kl_regularised_value(logits: Tensor) -> Tensor:
@@ -72,196 +62,174 @@ def kl_regularised_value(logits: Tensor) -> Tensor:
 
 
 def optimal_policy() -> Tensor:
-    """pi* = pi_ref * exp(r / beta) / Z, the unique maximiser of J; J(pi*) = beta * log Z."""
+    """pi* = pi_ref exp(r / beta) / Z, the unique maximiser of J; J(pi*) = beta log Z. -> [3]."""
     return torch.softmax(REWARDS / BETA, -1)
 
 
 def regret(logits: Tensor) -> Tensor:
-    """J(pi*) - J(pi) for logits [..., 3] -> [...]."""
+    """J(pi*) - J(pi). logits [..., 3] -> [...]."""
     return kl_regularised_value(torch.log(optimal_policy())) - kl_regularised_value(logits)
 
 
 def ipo_fixed_point(win_weights: Tensor) -> Tensor:
-    """Minimiser of IPO's loss over a pair distribution (arXiv 2310.12036 eq. 17, tau = beta).
+    """Minimiser of IPO's loss (arXiv 2310.12036 eq. 17, tau = beta) over a law of labelled pairs.
 
-    win_weights[a, b]: probability mass of pairs whose PREFERRED arm is a and other arm b.
-    With pi = softmax(theta), h(a) - h(b) = theta_a - theta_b, so the population loss
-    sum_{a != b} W[a, b] * (theta_a - theta_b - 1/(2 tau))^2 (pairs a == b are constant) is a
-    weighted least-squares problem in the logits: solved exactly with the gauge sum(theta) = 0.
-    Returns the policy [3].
+    win_weights[a, b]: mass of pairs whose preferred arm is a and other arm b. With pi = softmax(
+    theta), h(a) - h(b) = theta_a - theta_b, so the loss sum_{a != b} W[a, b] (theta_a - theta_b -
+    1/(2 tau))^2 (pairs a == b are constant) is weighted least squares in the logits: solved
+    exactly, gauge sum(theta) = 0 (a row orthogonal to all others). -> policy [3].
     """
-    rows, rhs = [], []
-    for a in range(3):
-        for b in range(3):
-            if a != b and win_weights[a, b] > 0:
-                w = math.sqrt(float(win_weights[a, b]))
-                rows.append([w * ((i == a) - (i == b)) for i in range(3)])
-                rhs.append(w / (2.0 * BETA))
-    rows.append([1.0, 1.0, 1.0])  # gauge: orthogonal to every other row, so it costs nothing
-    rhs.append(0.0)
-    theta = np.linalg.lstsq(np.array(rows), np.array(rhs), rcond=None)[0]
-    return torch.softmax(torch.tensor(theta, dtype=DTYPE), -1)
+    eye = torch.eye(3, dtype=DTYPE)
+    sqrt_w = win_weights.sqrt().reshape(9, 1)                                   # [(a, b), 1]
+    rows = sqrt_w * (eye[:, None, :] - eye[None, :, :]).reshape(9, 3)           # e_a - e_b
+    lhs = torch.cat([rows, torch.ones(1, 3, dtype=DTYPE)])
+    rhs = torch.cat([sqrt_w[:, 0] / (2 * BETA), torch.zeros(1, dtype=DTYPE)])
+    rhs[:9] *= (~torch.eye(3, dtype=torch.bool)).reshape(9)                     # a == b: no term
+    return torch.softmax(torch.linalg.lstsq(lhs, rhs[:, None]).solution[:, 0], -1)
 
 
 def population_win_weights() -> Tensor:
-    """W[a, b] = (mu1(a) mu2(b) + mu2(a) mu1(b)) * sigmoid(r(a) - r(b)): the exact pair law."""
+    """W[a, b] = (mu1(a) mu2(b) + mu2(a) mu1(b)) sigmoid(r(a) - r(b)): the exact law. -> [3, 3]."""
     pair = MU1[:, None] * MU2[None, :]
     return (pair + pair.T) * torch.sigmoid(REWARDS[:, None] - REWARDS[None, :])
 
 
 def pg_mean_field(theta: Tensor, arm_weights: Tensor, value_baseline: bool) -> Tensor:
-    """Expected PG update over the data: sum_a w(a) * A(a) * (e_a - pi), A = R_beta - b."""
+    """Expected PG update over the data, sum_a w(a) (R_beta(a) - b) (e_a - pi). -> [3]."""
     logp = torch.log_softmax(theta, -1)
     baseline = (logp.exp() * REWARDS).sum() if value_baseline else 0.0
     weighted = arm_weights * (REWARDS - BETA * (logp - LOG_REF) - baseline)
     return weighted - logp.exp() * weighted.sum()
 
 
-def pg_fixed_point(arm_weights: Tensor, value_baseline: bool) -> Tensor:
-    """Zero of ``pg_mean_field`` (Newton, gauge sum(theta) = 0): where naive off-policy PG stops.
-
-    arm_weights: frequency of each arm among all samples y and y' (population: (mu1 + mu2) / 2).
-    Stationarity reads w(a) (R_beta(a) - b) = pi(a) * sum_c w(c) (R_beta(c) - b); at pi* the
-    regularised reward R_beta is constant, so pi* solves it only if that constant equals b
-    (b = J(pi*)); b = 0 or b = E_pi[r] leaves a bias that moves the policy toward the data.
-    """
-    theta = torch.zeros(3, dtype=DTYPE)
+def _newton(field, theta: Tensor) -> Tensor:
+    """Zero of a shift-invariant field R^3 -> R^3 whose components sum to 0; sum(theta) = 0."""
     gauge = torch.ones(1, 3, dtype=DTYPE)
-    for _ in range(100):
-        field = pg_mean_field(theta, arm_weights, value_baseline)
-        if field.abs().max() < 1e-13:
-            return torch.softmax(theta, -1)
-        jac = torch.autograd.functional.jacobian(
-            lambda t: pg_mean_field(t, arm_weights, value_baseline), theta)
-        step = torch.linalg.lstsq(torch.cat([jac, gauge]), torch.cat([field, theta.sum()[None]]))
-        theta = theta - step.solution.clamp(-1.0, 1.0)  # damped: the field is not quadratic
-    raise RuntimeError("pg_fixed_point: Newton did not converge")
+    for _ in range(50):
+        value = field(theta)
+        if value.abs().max() < 1e-13:
+            return theta
+        jac = torch.autograd.functional.jacobian(field, theta)                   # rank 2
+        step = torch.linalg.lstsq(torch.cat([jac, gauge]), torch.cat([value, theta.sum()[None]]))
+        theta = theta - step.solution
+    raise RuntimeError("Newton did not converge")
 
 
-# --------------------------------------------------------------------------------------------
-# Data and the four methods' losses
-# --------------------------------------------------------------------------------------------
+def pg_fixed_point(arm_weights: Tensor, value_baseline: bool) -> Tensor:
+    """Zero of ``pg_mean_field``, where naive off-policy PG stops. -> policy [3].
+
+    arm_weights: each arm's frequency among all y and y' (population: (mu1 + mu2) / 2).
+    R_beta is constant (= J(pi*)) at pi*, so pi* is a zero if w = pi* (on-policy) or b = J(pi*);
+    b = 0 or E_pi[r] biases pi toward the data. Continuation from w = pi* to w, Newton each stage.
+    """
+    theta = torch.log(optimal_policy())
+    theta = theta - theta.mean()
+    for t in torch.linspace(0.05, 1.0, 20, dtype=DTYPE):
+        weights = (1 - t) * optimal_policy() + t * arm_weights
+        theta = _newton(lambda th: pg_mean_field(th, weights, value_baseline), theta)
+    return torch.softmax(theta, -1)
 
 
-# A pair's TYPE is (y, y', label): 3 * 3 * 2 = 18 types, t = 6 y + 2 y' + first_preferred.
-# A mini-batch is summarised by its count of each type, and every method's batch-mean loss is
-# sum_t count_t * loss(type t) / batch size: the library's per-pair losses, evaluated once per
-# type instead of once per pair (same value, same gradient; 28x smaller tensors).
-TYPE_Y = torch.arange(18) // 6                       # [T] arm of y
-TYPE_Y2 = torch.arange(18) // 2 % 3                  # [T] arm of y'
-TYPE_FIRST = torch.arange(18) % 2 == 1               # [T] y is the preferred one
+# ---- data, the four methods, training ----
 
 
 @dataclass
 class PairData:
     y: Tensor                  # [S, N] arm of the first sample, y ~ mu1
     y2: Tensor                 # [S, N] arm of the second sample, y' ~ mu2
-    first_preferred: Tensor    # [S, N] bool, Bradley-Terry label drawn once
-    generators: list           # one torch.Generator per seed, reused for the shuffles
+    first_preferred: Tensor    # [S, N] bool, Bradley-Terry label drawn once with the data
+    seeds: list[int]           # seed s: data from generator s, shuffles from generator 2^32 + s
 
-    @property
-    def pair_type(self) -> Tensor:
-        """[S, N] type index of each pair."""
-        return self.y * 6 + self.y2 * 2 + self.first_preferred.long()
+    def weights(self, s: int) -> tuple[Tensor, Tensor]:
+        """Seed s's (win_weights [3, 3], arm_weights [3]) as frequencies: its exact data law."""
+        y, y2, first = self.y[s], self.y2[s], self.first_preferred[s]
+        win = torch.where(first, y, y2) * 3 + torch.where(first, y2, y)
+        wins = torch.bincount(win, minlength=9).to(DTYPE).view(3, 3) / y.numel()
+        return wins, torch.bincount(torch.cat([y, y2]), minlength=3).to(DTYPE) / (2 * y.numel())
 
 
 def sample_pairs(seeds: int, n_pairs: int = N_PAIRS) -> PairData:
-    """Draw each seed's fixed dataset with its own generator (seed s gives the same data alone)."""
-    ys, y2s, prefs, gens = [], [], [], []
+    """Draw each seed's fixed dataset with its own generator (seed s's data do not depend on S)."""
+    columns = []
     for seed in range(seeds):
         g = torch.Generator().manual_seed(seed)
         y = torch.multinomial(MU1, n_pairs, replacement=True, generator=g)
         y2 = torch.multinomial(MU2, n_pairs, replacement=True, generator=g)
-        p_first = torch.sigmoid(REWARDS[y] - REWARDS[y2])
-        prefs.append(torch.rand(n_pairs, generator=g, dtype=DTYPE) < p_first)
-        ys.append(y)
-        y2s.append(y2)
-        gens.append(g)
-    return PairData(torch.stack(ys), torch.stack(y2s), torch.stack(prefs), gens)
+        first = torch.rand(n_pairs, generator=g, dtype=DTYPE) < torch.sigmoid(
+            REWARDS[y] - REWARDS[y2])
+        columns.append((y, y2, first))
+    y, y2, first = (torch.stack(c) for c in zip(*columns))
+    return PairData(y, y2, first, list(range(seeds)))
 
 
-def empirical_weights(data: PairData, seed: int) -> tuple[Tensor, Tensor]:
-    """(win_weights [3, 3], arm_weights [3]) of one seed's dataset, as frequencies."""
-    y, y2, first = data.y[seed], data.y2[seed], data.first_preferred[seed]
-    winner, loser = torch.where(first, y, y2), torch.where(first, y2, y)
-    wins = torch.bincount(winner * 3 + loser, minlength=9).to(DTYPE).view(3, 3) / y.numel()
-    arms = torch.bincount(torch.cat([y, y2]), minlength=3).to(DTYPE) / (2 * y.numel())
-    return wins, arms
-
-
-def epoch_batches(data: PairData) -> Tensor:
-    """Shuffle each seed's pairs; return type counts per mini-batch, [S, n_batches, T]."""
+def batch_type_counts(data: PairData, generators: list[torch.Generator]) -> Tensor:
+    """Shuffle each seed's pairs; count the pair types of each mini-batch. -> [S, batches, T]."""
     n_seeds, n = data.y.shape
-    order = torch.stack([torch.randperm(n, generator=g) for g in data.generators])   # [S, N]
-    n_batches = -(-n // BATCH)
-    slot = (torch.arange(n) // BATCH) * 18 + data.pair_type.gather(1, order)         # [S, N]
-    counts = torch.zeros(n_seeds, n_batches * 18, dtype=DTYPE)
-    return counts.scatter_add_(1, slot, torch.ones_like(slot, dtype=DTYPE)).view(n_seeds, -1, 18)
+    order = torch.stack([torch.randperm(n, generator=g) for g in generators])        # [S, N]
+    types = (data.y * 6 + data.y2 * 2 + data.first_preferred.long()).gather(1, order)
+    slot = torch.arange(n) // BATCH * 18 + types                                       # [S, N]
+    counts = torch.zeros(n_seeds, -(-n // BATCH) * 18, dtype=DTYPE)
+    return counts.scatter_add_(1, slot, torch.ones_like(counts[:, :1]).expand(-1, n)).view(
+        n_seeds, -1, 18)
 
 
-def _arm_logratios(logp: Tensor) -> tuple[Tensor, Tensor]:
-    """h(y), h(y') of every pair type: logp [S, 3] -> [S, T] each."""
-    return logp[:, TYPE_Y] - LOG_REF, logp[:, TYPE_Y2] - LOG_REF
-
-
-def copg_method(logp: Tensor) -> Tensor:
-    """CoPG, paper eq. (7), on unranked pairs (labels unused). logp [S, 3] -> loss [S, T]."""
-    h, h2 = _arm_logratios(logp)
+def copg_method(logp: Tensor, h: Tensor, h2: Tensor) -> Tensor:
+    """CoPG on unranked pairs. logp [S, 3]; h = h(y), h2 = h(y') [S, T] -> loss per type [S, T]."""
     scores = torch.stack([REWARDS[TYPE_Y], REWARDS[TYPE_Y2]], -1).expand(*h.shape, 2)
     return copg_loss(torch.stack([h, h2], -1).view(-1, 2), scores.reshape(-1, 2),
                      BETA).view(h.shape)
 
 
-def ipo_method(logp: Tensor) -> Tensor:
-    """IPO on the drawn Bradley-Terry labels, tau = beta. logp [S, 3] -> loss [S, T]."""
-    h, h2 = _arm_logratios(logp)
+def ipo_method(logp: Tensor, h: Tensor, h2: Tensor) -> Tensor:
+    """IPO on the drawn Bradley-Terry labels, tau = beta. -> [S, T]."""
     margin = preference_margin(torch.where(TYPE_FIRST, h, h2), torch.where(TYPE_FIRST, h2, h))
     return ipo_loss(margin, tau=BETA)
 
 
-def _pg_loss(logp: Tensor, value: Tensor | float) -> Tensor:
-    """Mean over both samples of policy_gradient_loss with A = R_beta - value. -> [S, T]."""
-    losses = []
-    for arms in (TYPE_Y, TYPE_Y2):
-        seq_logprobs = logp[:, arms]                                           # [S, T]
-        rewards = kl_penalized_rewards(REWARDS[arms], seq_logprobs - LOG_REF, BETA)
-        losses.append(policy_gradient_loss(seq_logprobs, rewards - value))
-    return (losses[0] + losses[1]) / 2
+def _pg(logp: Tensor, baseline: Tensor | float) -> Tensor:
+    """policy_gradient_loss with A = R_beta - baseline, mean over y and y'. -> [S, T]."""
+    seq_logprobs = logp.index_select(-1, PG_ARMS)                                # [S, 2T]
+    rewards = kl_penalized_rewards(REWARDS[PG_ARMS], seq_logprobs - LOG_REF, BETA)
+    return policy_gradient_loss(seq_logprobs, rewards - baseline).view(-1, 2, 18).mean(1)
 
 
-def pg_method(logp: Tensor) -> Tensor:
-    """Naive off-policy PG without baseline, A = R_beta(y). logp [S, 3] -> loss [S, T]."""
-    return _pg_loss(logp, 0.0)
+def pg_method(logp: Tensor, h: Tensor, h2: Tensor) -> Tensor:
+    """Naive off-policy PG, no baseline: A = R_beta(y). -> [S, T]."""
+    return _pg(logp, 0.0)
 
 
-def pg_value_method(logp: Tensor) -> Tensor:
-    """Naive off-policy PG with the exact value baseline, A = R_beta(y) - E_pi[r]. -> [S, T]."""
-    return _pg_loss(logp, (logp.exp() * REWARDS).sum(-1, keepdim=True).detach())
+def pg_value_method(logp: Tensor, h: Tensor, h2: Tensor) -> Tensor:
+    """Naive off-policy PG with the exact value baseline: A = R_beta(y) - E_pi[r]. -> [S, T]."""
+    return _pg(logp, (logp.exp() * REWARDS).sum(-1, keepdim=True).detach())
 
 
 METHODS = {"copg": copg_method, "ipo": ipo_method, "pg": pg_method, "pg_value": pg_value_method}
 
 
 def train(data: PairData, epochs: int) -> tuple[Tensor, Tensor]:
-    """Adam on every method and seed at once. Returns (regrets [epochs+1, M, S], logits [M, S, 3]);
-    regrets[0] is the initial (uniform) policy, regrets[e] the policy after epoch e.
-    Runs on one thread: the tensors are tiny and thread wake-ups cost more than the maths."""
+    """Adam on every method and seed at once. -> (regrets [epochs+1, M, S], logits [M, S, 3]);
+    regrets[e] is after epoch e (0: the uniform start). One thread: the tensors are tiny."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        logits = torch.zeros(len(METHODS), data.y.shape[0], 3, dtype=DTYPE, requires_grad=True)
+        logits = torch.zeros(len(METHODS), len(data.seeds), 3, dtype=DTYPE, requires_grad=True)
         opt = torch.optim.Adam([logits], lr=LR)
+        shuffles = [torch.Generator().manual_seed(2**32 + s) for s in data.seeds]
         regrets = torch.empty(epochs + 1, *logits.shape[:2], dtype=DTYPE)
         regrets[0] = regret(logits.detach())
         for epoch in range(1, epochs + 1):
-            counts = epoch_batches(data)                                       # [S, nb, T]
-            weights = counts / counts.sum(-1, keepdim=True)                    # batch means
-            for b in range(counts.shape[1]):
-                logp = torch.log_softmax(logits, -1)                           # [M, S, 3]
-                loss = sum((fn(logp[m]) * weights[:, b]).sum()
-                           for m, fn in enumerate(METHODS.values()))
+            counts = batch_type_counts(data, shuffles)                           # [S, nb, T]
+            for weights in (counts / counts.sum(-1, keepdim=True)).unbind(1):     # [S, T]
+                # 1. log-probs and log-ratios of the arms of every pair type
+                logp = torch.log_softmax(logits, -1)                             # [M, S, 3]
+                h = logp.index_select(-1, TYPE_Y) - LOG_REF                      # [M, S, T]
+                h2 = logp.index_select(-1, TYPE_Y2) - LOG_REF
+                # 2. each method's library loss per type; batch mean = count-weighted sum
+                per_type = torch.stack([fn(*args) for fn, *args in zip(
+                    METHODS.values(), logp.unbind(0), h.unbind(0), h2.unbind(0))])
+                # 3. one Adam step on the sum over (method, seed) of batch means
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                (per_type * weights).sum().backward()
                 opt.step()
             regrets[epoch] = regret(logits.detach())
         return regrets, logits.detach()
@@ -269,128 +237,118 @@ def train(data: PairData, epochs: int) -> tuple[Tensor, Tensor]:
         torch.set_num_threads(threads)
 
 
-# --------------------------------------------------------------------------------------------
-# Outputs
-# --------------------------------------------------------------------------------------------
+# ---- outputs ----
+
+
+def summarise(cfg: BanditConfig, data: PairData, regrets: Tensor, logits: Tensor) -> dict:
+    """Final policies, fixed points (exact pair law and each seed's data), regrets."""
+    solvers = {"copg": lambda w, a: optimal_policy(), "ipo": lambda w, a: ipo_fixed_point(w),
+               "pg": lambda w, a: pg_fixed_point(a, False),
+               "pg_value": lambda w, a: pg_fixed_point(a, True)}
+    population = (population_win_weights(), (MU1 + MU2) / 2)
+    horizon = min(cfg.epochs, len(regrets) - 1)
+    methods = {}
+    for m, (name, solve) in enumerate(solvers.items()):
+        fixed = solve(*population)
+        methods[name] = {
+            "final_policy": torch.softmax(logits[m], -1).tolist(),           # per seed
+            "fixed_point": fixed.tolist(), "fixed_point_regret": float(regret(fixed.log())),
+            "fixed_point_on_data": [solve(*data.weights(s)).tolist() for s in data.seeds],
+            "regret_initial": regrets[0, m].tolist(),
+            "regret_at_horizon": regrets[horizon, m].tolist(),
+            "regret_final": regrets[-1, m].tolist()}
+    return {"config": asdict(cfg), "horizon": horizon, "epochs_run": len(regrets) - 1,
+            "pi_star": optimal_policy().tolist(),
+            "J_star": float(kl_regularised_value(optimal_policy().log())), "methods": methods}
 
 
 def _atomic_write(path: Path, write) -> None:
-    """Write through ``write(file)`` to a temp file in the same folder, then os.replace."""
+    """Write through ``write(binary file)`` to a temp file in the same folder, then os.replace."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
 
 
-def summarise(cfg: BanditConfig, data: PairData, regrets: Tensor, logits: Tensor) -> dict:
-    """Final policies, predicted fixed points (population and per-seed data), regrets."""
-    per_seed = [empirical_weights(data, s) for s in range(cfg.seeds)]
-    population = {"copg": optimal_policy(), "ipo": ipo_fixed_point(population_win_weights()),
-                  "pg": pg_fixed_point((MU1 + MU2) / 2, False),
-                  "pg_value": pg_fixed_point((MU1 + MU2) / 2, True)}
-    on_data = {"copg": lambda w, a: optimal_policy(), "ipo": lambda w, a: ipo_fixed_point(w),
-               "pg": lambda w, a: pg_fixed_point(a, False),
-               "pg_value": lambda w, a: pg_fixed_point(a, True)}
-    horizon = min(cfg.epochs, regrets.shape[0] - 1)
-    methods = {}
-    for m, name in enumerate(METHODS):
-        methods[name] = {
-            "final_policy": torch.softmax(logits[m], -1).tolist(),
-            "fixed_point_population": population[name].tolist(),
-            "fixed_point_on_data": [on_data[name](*w).tolist() for w in per_seed],
-            f"regret_epoch_{horizon}": regrets[horizon, m].tolist(),
-            "regret_initial": regrets[0, m].tolist(),
-            "regret_final": regrets[-1, m].tolist()}
-    return {"config": asdict(cfg), "epochs_run": regrets.shape[0] - 1, "horizon": horizon,
-            "pi_star": optimal_policy().tolist(), "J_star": float(BETA * torch.logsumexp(
-                REWARDS / BETA + LOG_REF, 0)), "methods": methods}
-
-
-def plot(regrets: Tensor, horizon: int, path: Path) -> None:
-    """Regret vs epoch, mean over seeds with a min-max band, log y; left panel = paper horizon."""
+def plot(regrets: Tensor, summary: dict, path: Path) -> None:
+    """Regret vs epoch: seed mean, min-max band, dashed = predicted asymptote; log y."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    total = regrets.shape[0] - 1
-    panels = [horizon, total] if total > horizon else [horizon]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False)
-    for ax, last in zip(axes[0], panels):
-        epochs = np.arange(last + 1)
-        for m, name in enumerate(METHODS):
-            r = regrets[: last + 1, m].clamp(min=1e-9).numpy()                 # [E, S]
-            ax.plot(epochs, r.mean(1), label=name)
-            ax.fill_between(epochs, r.min(1), r.max(1), alpha=0.25)
-        ax.set(yscale="log", xlabel="epoch", ylabel="regret J(pi*) - J(pi)",
-               title=f"toy bandit, {regrets.shape[2]} seeds, epochs 0-{last}")
+    ends = sorted({summary["horizon"], summary["epochs_run"]})          # paper's horizon, long run
+    fig, axes = plt.subplots(1, len(ends), figsize=(5.2 * len(ends), 3.6), squeeze=False)
+    for ax, end in zip(axes[0], ends):
+        for m, (name, info) in enumerate(summary["methods"].items()):
+            r = regrets[: end + 1, m].clamp(min=1e-9).numpy()                   # [E, S]
+            line, = ax.plot(np.arange(end + 1), r.mean(1), label=name)
+            ax.fill_between(np.arange(end + 1), r.min(1), r.max(1), alpha=0.25)
+            if info["fixed_point_regret"] > 1e-9:
+                ax.axhline(info["fixed_point_regret"], ls="--", lw=0.8, color=line.get_color())
+        ax.set(yscale="log", xlabel="epoch", ylabel="regret J(pi*) - J(pi)  (floor 1e-9)",
+               title=f"3-arm bandit, {regrets.shape[2]} seeds, epochs 0-{end}")
         ax.grid(alpha=0.3)
-    axes[0][0].legend()
+    axes[0][0].plot([], [], "k--", lw=0.8, label="predicted limit")
+    axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80))
     plt.close(fig)
 
 
 def write_outputs(out: Path, regrets: Tensor, summary: dict) -> None:
-    """bandit.csv (epoch, method, seed, regret), bandit.png, summary.json, each atomically."""
+    """bandit.csv (epoch, method, seed, regret), summary.json, bandit.png; each atomically."""
     out.mkdir(parents=True, exist_ok=True)
-    lines = ["epoch,method,seed,regret"]
-    for e in range(regrets.shape[0]):
-        for m, name in enumerate(METHODS):
-            lines += [f"{e},{name},{s},{float(v):.10g}" for s, v in enumerate(regrets[e, m])]
+    lines = ["epoch,method,seed,regret"] + [
+        f"{e},{name},{s},{float(v):.10g}" for e in range(len(regrets))
+        for m, name in enumerate(METHODS) for s, v in enumerate(regrets[e, m])]
     _atomic_write(out / "bandit.csv", lambda f: f.write(("\n".join(lines) + "\n").encode()))
     _atomic_write(out / "summary.json", lambda f: f.write(json.dumps(summary, indent=1).encode()))
-    plot(regrets, summary["horizon"], out / "bandit.png")
+    plot(regrets, summary, out / "bandit.png")
 
 
 def format_table(summary: dict) -> str:
-    """Mean regrets at the paper's horizon and at the end, mean final policy vs fixed point."""
+    """Seed-mean regrets (horizon, end), final policy, fixed point, distance to on-data one."""
     fmt = lambda p: "(" + ", ".join(f"{x:.4f}" for x in p) + ")"  # noqa: E731
-    head = (f"{'method':<9} {'regret@' + str(summary['horizon']):>12} "
-            f"{'regret@' + str(summary['epochs_run']):>12}  {'final policy (mean)':<26} "
-            "predicted fixed point")
-    rows = [head]
+    rows = [f"{'method':<9} {'regret@' + str(summary['horizon']):>11} "
+            f"{'regret@' + str(summary['epochs_run']):>11}  {'final policy, seed mean':<25} "
+            f"{'fixed point (mu1 x mu2)':<25} {'max|pi - fp(data)|':>18}"]
     for name, m in summary["methods"].items():
-        pol = np.mean(m["final_policy"], 0)
-        rows.append(f"{name:<9} {np.mean(m['regret_epoch_' + str(summary['horizon'])]):>12.3e} "
-                    f"{np.mean(m['regret_final']):>12.3e}  {fmt(pol):<26} "
-                    f"{fmt(m['fixed_point_population'])}")
+        gap = np.abs(np.array(m["final_policy"]) - np.array(m["fixed_point_on_data"])).max()
+        rows.append(f"{name:<9} {np.mean(m['regret_at_horizon']):>11.3e} "
+                    f"{np.mean(m['regret_final']):>11.3e}  {fmt(np.mean(m['final_policy'], 0)):<25}"
+                    f" {fmt(m['fixed_point']):<25} {gap:>18.1e}")
     return "\n".join(rows + [f"pi* = {fmt(summary['pi_star'])}"])
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
-    """``scorealign bandit``: run the toy bandit of arXiv 2406.19185 §5 and write its outputs."""
+    """``scorealign bandit``: the toy bandit of arXiv 2406.19185 §5; writes csv, png, json."""
     d = BanditConfig()
-    p = argparse.ArgumentParser(prog="scorealign bandit", description=main.__doc__)
-    p.add_argument("--epochs", type=_positive_int, default=d.epochs,
-                   help=f"the paper's horizon, regrets reported there (default {d.epochs})")
+    p = argparse.ArgumentParser(prog="scorealign bandit", description="The toy bandit of arXiv "
+                                "2406.19185 §5: CoPG, IPO and off-policy PG on 3 arms.")
+    p.add_argument("--epochs", type=int, default=d.epochs,
+                   help=f"the paper's horizon, where regrets are reported (default {d.epochs})")
     p.add_argument("--long-epochs", type=int, default=d.long_epochs,
-                   help=f"total epochs run, for the asymptotes; <= --epochs: none "
-                        f"(default {d.long_epochs})")
-    p.add_argument("--seeds", type=_positive_int, default=d.seeds,
-                   help=f"number of seeds, 0..N-1 (default {d.seeds})")
+                   help=f"keep training to this epoch for the asymptotes (default {d.long_epochs})")
+    p.add_argument("--seeds", type=int, default=d.seeds, help=f"seeds 0..N-1 (default {d.seeds})")
     p.add_argument("--out", default=d.out, help=f"output folder (default {d.out})")
     a = p.parse_args(argv)
+    if a.epochs < 1 or a.seeds < 1 or a.long_epochs < 0:
+        p.error("need --epochs >= 1, --seeds >= 1 and --long-epochs >= 0")
     cfg = BanditConfig(epochs=a.epochs, long_epochs=a.long_epochs, seeds=a.seeds, out=a.out)
     start = time.perf_counter()
     data = sample_pairs(cfg.seeds)
     regrets, logits = train(data, max(cfg.epochs, cfg.long_epochs))
     summary = summarise(cfg, data, regrets, logits)
-    summary["train_seconds"] = round(time.perf_counter() - start, 2)
+    summary["seconds"] = round(time.perf_counter() - start, 2)
     write_outputs(Path(cfg.out), regrets, summary)
     print(format_table(summary))
-    print(f"trained {summary['epochs_run']} epochs x {cfg.seeds} seeds x {len(METHODS)} methods "
-          f"in {summary['train_seconds']} s; wrote {cfg.out}/bandit.csv, bandit.png, summary.json")
+    print(f"{summary['epochs_run']} epochs x {cfg.seeds} seeds x {len(METHODS)} methods in "
+          f"{summary['seconds']} s; wrote bandit.csv, bandit.png, summary.json to {cfg.out}")
     return 0
 
 
