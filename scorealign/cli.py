@@ -4,6 +4,9 @@
   scorealign train --resume RUN_DIR [--key value]    continue a run from its latest checkpoint
   scorealign demo [--key value ...]                  short RLOO run on the built-in toy task
   scorealign bandit [--epochs N ...]                 the CoPG toy bandit (arXiv 2406.19185 §5)
+  scorealign reward-model CONFIG.yaml [--key value]  train a Bradley-Terry reward model
+  scorealign sample CONFIG.yaml [--key value]        k completions per prompt -> JSONL
+  scorealign score CONFIG.yaml [--key value]         add reward-source scores to a JSONL
 
 Errors in the user's input print one line and exit with status 2 (no traceback).
 """
@@ -88,7 +91,26 @@ def cmd_bandit(args: list[str]) -> int:
     return bandit_main(args)
 
 
-COMMANDS = {"train": cmd_train, "demo": cmd_demo, "bandit": cmd_bandit}
+def cmd_reward_model(args: list[str]) -> int:
+    from .reward_model import main as reward_model_main
+
+    return reward_model_main(args)
+
+
+def cmd_sample(args: list[str]) -> int:
+    from .tools import main_sample
+
+    return main_sample(args)
+
+
+def cmd_score(args: list[str]) -> int:
+    from .tools import main_score
+
+    return main_score(args)
+
+
+COMMANDS = {"train": cmd_train, "demo": cmd_demo, "bandit": cmd_bandit,
+            "reward-model": cmd_reward_model, "sample": cmd_sample, "score": cmd_score}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -129,6 +129,24 @@ def _looks_local(path: str) -> bool:
             or path.startswith(("./", "../", "~", ".\\", "..\\")) or path.count("/") > 1)
 
 
+def reward_text(tokenizer, prompt: str | list[dict],
+                completion: str | list[dict]) -> tuple[str, bool]:
+    """The text a reward model scores for (prompt, completion), and whether to add special tokens.
+
+    A string prompt is followed by the completion; a chat prompt gets the completion as an
+    assistant turn (a completion given as messages is appended as is) and is rendered with the
+    chat template, or joined with newlines when the tokenizer has none. Reward-model training
+    (``reward_model.py``) and scoring use this one rule, so both see the same strings.
+    """
+    if isinstance(prompt, str):
+        return prompt + completion, True
+    tail = completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
+    messages = list(prompt) + list(tail)
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False), False  # template adds specials
+    return "\n".join(str(m["content"]) for m in messages), True
+
+
 class ModelReward:
     """A Hugging Face sequence-classification model; score = ``logits[:, 0]`` of prompt+completion.
 
@@ -174,13 +192,7 @@ class ModelReward:
 
     def format_text(self, prompt: str | list[dict], completion: str) -> tuple[str, bool]:
         """The text scored for one row, and whether the tokenizer should add special tokens."""
-        if isinstance(prompt, str):
-            return prompt + completion, True
-        messages = list(prompt) + [{"role": "assistant", "content": completion}]
-        if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False)
-            return text, False  # the template writes its own special tokens
-        return "\n".join(str(m["content"]) for m in messages), True
+        return reward_text(self.tokenizer, prompt, completion)
 
     def _encode(self, prompt: str | list[dict], completion: str) -> dict[str, list[int]]:
         """Token ids of one row, unpadded (truncated to ``max_length`` when set)."""

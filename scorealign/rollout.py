@@ -73,12 +73,13 @@ def sample(model, prompt_ids: Tensor, prompt_mask: Tensor, uniforms: Tensor, eos
     logits / temperature at the sampled tokens), truncated [B] bool, entropy [B].
     """
     B, max_new = uniforms.shape
-    eos = torch.tensor(eos_ids, dtype=torch.long)
+    device = prompt_ids.device
+    eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
     mask = prompt_mask
     pos = position_ids(prompt_mask)
     out = model(input_ids=prompt_ids, attention_mask=mask, position_ids=pos, use_cache=True)
     next_pos = pos[:, -1] + 1                                        # [B]
-    done = torch.zeros(B, dtype=torch.bool)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
     tokens, logps, alive_steps, entropies = [], [], [], []
     for t in range(max_new):
         logp = F.log_softmax(out.logits[:, -1].float() / temperature, dim=-1)   # [B, V]
@@ -91,7 +92,7 @@ def sample(model, prompt_ids: Tensor, prompt_mask: Tensor, uniforms: Tensor, eos
         done = done | torch.isin(tok, eos)
         if bool(done.all()) or t == max_new - 1:
             break
-        mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype)], dim=1)
+        mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=device)], dim=1)
         out = model(input_ids=tokens[-1][:, None], attention_mask=mask,
                     position_ids=next_pos[:, None], past_key_values=out.past_key_values,
                     use_cache=True)
