@@ -13,7 +13,9 @@ Tensor = torch.Tensor
 class Rollout:
     """B = n_prompts * k sequences; the k samples of one prompt are contiguous.
 
-    The whole completion is one action: log pi(y|x) = (logprobs * completion_mask).sum(-1).
+    The whole completion is one action: log pi(y|x) = (logprobs * completion_mask).sum(-1)
+    (PPO alone treats each token as an action). The loop fills ``scores`` and ``valid`` (stage 2)
+    and ``advantages`` (stage 3; PPO also ``values`` and ``returns``).
     """
 
     prompt_ids: Tensor        # [B, P] long, left-padded
@@ -29,6 +31,9 @@ class Rollout:
     scores: Tensor | None = None                      # [B] r(x, y) from the reward source
     valid: Tensor | None = None                       # [B] bool, False where the reward was skipped
     entropy: Tensor | None = None                     # [B] mean per-token entropy at sampling
+    advantages: Tensor | None = None  # [B] per sequence, or [B, C] per token (PPO), set in stage 3
+    values: Tensor | None = None      # [B, C] PPO: V(x, y_<t) at sampling time (the "old" values)
+    returns: Tensor | None = None     # [B, C] PPO: GAE returns, the value model's regression target
 
     @property
     def size(self) -> int:
@@ -60,10 +65,12 @@ class Rollout:
         p_keep = int(self.prompt_mask.sum(1).max().item()) if self.size else 0
         c_keep = int(self.completion_mask.sum(1).max().item()) if self.size else 0
         p_keep, c_keep = max(p_keep, 1), max(c_keep, 1)
-        return replace(
-            self,
-            prompt_ids=self.prompt_ids[:, -p_keep:], prompt_mask=self.prompt_mask[:, -p_keep:],
-            completion_ids=self.completion_ids[:, :c_keep],
-            completion_mask=self.completion_mask[:, :c_keep],
-            logprobs=self.logprobs[:, :c_keep], ref_logprobs=self.ref_logprobs[:, :c_keep],
-        )
+        per_token = {name: value[:, :c_keep] for name in TOKEN_FIELDS
+                     if isinstance(value := getattr(self, name), Tensor) and value.dim() == 2}
+        return replace(self, prompt_ids=self.prompt_ids[:, -p_keep:],
+                       prompt_mask=self.prompt_mask[:, -p_keep:], **per_token)
+
+
+# [B, C] fields aligned with completion tokens (``advantages`` only when per token).
+TOKEN_FIELDS = ("completion_ids", "completion_mask", "logprobs", "ref_logprobs", "advantages",
+                "values", "returns")

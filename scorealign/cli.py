@@ -1,6 +1,6 @@
 """`scorealign` command line.
 
-  scorealign train CONFIG.yaml [--key value ...]     online alignment (pg / reinforce / rloo)
+  scorealign train CONFIG.yaml [--key value ...]     online alignment (pg / reinforce / rloo / ppo / raft)
   scorealign train --resume RUN_DIR [--key value]    continue a run from its latest checkpoint
   scorealign demo [--key value ...]                  short RLOO run on the built-in toy task
   scorealign bandit [--epochs N ...]                 the CoPG toy bandit (arXiv 2406.19185 §5)

@@ -22,7 +22,7 @@ from .errors import ConfigError
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """`scorealign train`: online alignment (pg, reinforce, rloo) on one shared loop."""
+    """`scorealign train`: online alignment (pg, reinforce, rloo, ppo, raft) on one shared loop."""
 
     # --- models
     model: str = "tiny"  # policy: local path or hub id; 'tiny' builds a random tiny Llama in the run dir
@@ -39,19 +39,26 @@ class TrainConfig:
     reward_weights: tuple[float, ...] | None = None  # one weight per reward source (default 1.0 each)
     on_reward_error: str = "fail"  # fail | skip (skipped rows drop their prompt's group this step)
     # --- algorithm
-    algo: str = "rloo"  # pg | reinforce | rloo
-    k: int = 4  # completions sampled per prompt (rloo needs k >= 2)
+    algo: str = "rloo"  # pg | reinforce | rloo | ppo | raft
+    k: int = 4  # completions sampled per prompt (rloo needs k >= 2, raft k > raft_top_m)
     beta: float = 0.05  # KL coefficient: R = r - beta * sum_t log(pi/pi_ref)
     baseline_decay: float | None = None  # reinforce: None = mean of all past rewards, else EMA decay
-    whiten_rewards: bool = False  # standardise rewards over the global batch before advantages
+    whiten_rewards: bool = False  # standardise rewards over the global batch before advantages (not ppo)
+    gamma: float = 1.0  # ppo: GAE discount over completion tokens
+    lam: float = 0.95  # ppo: GAE lambda (1 = Monte-Carlo returns minus the value baseline)
+    value_clip_eps: float | None = None  # ppo: clip V to +- eps of its sampling-time value, in reward units (none: off)
+    raft_top_m: int = 1  # raft: completions kept per prompt, best rewards first (ties: lowest index)
     # --- sampling
     max_new_tokens: int = 32  # completion length limit
     temperature: float = 1.0  # sampling temperature (log-probs use logits / temperature too)
     top_p: float = 1.0  # nucleus sampling threshold
     # --- optimisation
-    steps: int = 50  # optimizer steps; each one consumes a fresh rollout batch
+    steps: int = 50  # rollout steps; each samples a fresh batch and does num_epochs * num_minibatches optimizer steps
     prompts_per_step: int = 8  # prompts per step summed over all processes (batch = prompts_per_step * k)
     micro_batch_size: int = 8  # sequences per forward/backward on each process (accumulation is derived)
+    num_epochs: int = 1  # optimisation passes over each rollout batch (> 1 reuses it with an importance ratio)
+    num_minibatches: int = 1  # optimizer steps per pass: the rollout batch is shuffled and split this many ways
+    clip_eps: float | None = 0.2  # importance-ratio clip 1 +- eps, active once a batch is reused (none disables)
     lr: float = 1e-5  # AdamW learning rate
     weight_decay: float = 0.0  # AdamW weight decay
     warmup_steps: int = 0  # linear warm-up steps
@@ -64,8 +71,8 @@ class TrainConfig:
     tensorboard: bool = False  # also write TensorBoard event files (needs the tensorboard extra)
 
     def __post_init__(self):
-        choices = {"algo": ("pg", "reinforce", "rloo"), "on_reward_error": ("fail", "skip"),
-                   "lr_schedule": ("constant", "linear", "cosine"),
+        choices = {"algo": ("pg", "reinforce", "rloo", "ppo", "raft"),
+                   "on_reward_error": ("fail", "skip"), "lr_schedule": ("constant", "linear", "cosine"),
                    "dtype": ("float32", "bfloat16", "float16")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -73,9 +80,22 @@ class TrainConfig:
         if self.algo == "rloo" and self.k < 2:
             raise ConfigError(f"k={self.k}: RLOO needs k >= 2 samples per prompt for its "
                               "leave-one-out baseline (use algo=reinforce or pg for k=1)")
-        for key in ("k", "steps", "prompts_per_step", "micro_batch_size", "max_new_tokens"):
+        for key in ("k", "steps", "prompts_per_step", "micro_batch_size", "max_new_tokens",
+                    "num_epochs", "num_minibatches", "raft_top_m"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}={getattr(self, key)}: must be >= 1")
+        if self.algo == "raft" and self.raft_top_m >= self.k:
+            raise ConfigError(f"raft_top_m={self.raft_top_m}: RAFT keeps fewer than k={self.k} "
+                              "completions per prompt (raise k or lower raft_top_m)")
+        if self.algo == "ppo" and self.whiten_rewards:
+            raise ConfigError("whiten_rewards: not supported with algo=ppo (its per-token rewards "
+                              "use the raw scores; the value model learns their scale)")
+        for key in ("clip_eps", "value_clip_eps"):
+            if getattr(self, key) is not None and getattr(self, key) <= 0:
+                raise ConfigError(f"{key}={getattr(self, key)}: must be > 0 (or none to disable)")
+        for key in ("gamma", "lam"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"{key}={getattr(self, key)}: must be in [0, 1]")
         if self.reward_weights is not None and len(self.reward_weights) != len(self.rewards):
             raise ConfigError(f"reward_weights has {len(self.reward_weights)} entries for "
                               f"{len(self.rewards)} reward sources")

@@ -180,15 +180,52 @@ def sequence_logratio(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor,
     return total / mask.sum(-1).clamp(min=1) if average else total
 
 
+# --------------------------------------------------------------------------------------------
+# SFT and RAFT (arXiv 2304.06767)
+# --------------------------------------------------------------------------------------------
+
+
 def nll_loss(token_logprobs: Tensor, mask: Tensor) -> Tensor:
     """Negative log-likelihood per token, for SFT and RAFT: -log pi(y_t | x, y_<t) on completion
     tokens, 0 elsewhere. [B, C] -> [B, C]; aggregate as a mean over tokens."""
     return -token_logprobs * mask
 
 
+def raft_selection(rewards: Tensor, k: int, top_m: int = 1) -> Tensor:
+    """RAFT's data ranking step (Dong et al., arXiv 2304.06767, Algorithm 1, step 2): of the k
+    completions of each prompt keep the ``top_m`` with the highest reward (best-of-k for m = 1).
+
+    Ties are broken deterministically: the lower index within the group wins (stable sort).
+    rewards: [B] with B = prompts * k, samples of one prompt contiguous -> keep [B] bool.
+    """
+    if not 1 <= top_m <= k:
+        raise ValueError(f"RAFT keeps 1 <= top_m <= k completions per prompt (top_m={top_m}, k={k})")
+    r = rewards.view(-1, k)                                                  # [prompts, k]
+    best = r.sort(dim=1, descending=True, stable=True).indices[:, :top_m]   # [prompts, m]
+    return torch.zeros_like(r, dtype=torch.bool).scatter_(1, best, True).view(-1)
+
+
 # --------------------------------------------------------------------------------------------
 # PPO pieces (arXiv 1707.06347, GAE arXiv 1506.02438), token-level actions
 # --------------------------------------------------------------------------------------------
+
+
+def token_level_rewards(scores: Tensor, logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor,
+                        beta: float) -> Tensor:
+    """Per-token rewards of RLHF-PPO (arXiv 1909.08593 §2, 2203.02155 eq. 2, the PPO baseline of
+    2402.14740): every completion token pays the per-token KL penalty, and the sequence score
+    r(x, y) is added at the LAST completion token (EOS, or the last token of a truncated one):
+
+      r_t = -beta * (log pi(y_t|...) - log pi_ref(y_t|...)) + [t = T] * r(x, y)
+
+    Summed over t this is R(x, y) of ``kl_penalized_rewards``. Detached.
+    scores: [B]; logprobs, ref_logprobs, mask: [B, C] (mask a prefix of each row) -> [B, C].
+    """
+    mask = mask.to(logprobs.dtype)
+    rewards = -beta * (logprobs - ref_logprobs) * mask
+    last = (mask.sum(1).long() - 1).clamp(min=0)                            # [B]
+    rewards = rewards.scatter_add(1, last[:, None], scores[:, None].to(rewards.dtype))
+    return rewards.detach()
 
 
 def gae_advantages(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float = 1.0,
@@ -199,6 +236,7 @@ def gae_advantages(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float =
     A_t = sum_l (gamma*lam)^l delta_{t+l};  returns_t = A_t + V_t.
     rewards, values, mask: [B, T] with mask 1 on real tokens (a prefix of each row).
     Returns (advantages [B, T], returns [B, T]), zero on padding.
+    Deviation: a completion cut at max_new_tokens is treated as terminal (no bootstrap from V).
     """
     values = values * mask
     rewards = rewards * mask
@@ -213,25 +251,48 @@ def gae_advantages(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float =
 
 
 def clipped_surrogate_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor,
-                           clip_eps: float) -> tuple[Tensor, Tensor]:
-    """PPO clipped surrogate per token (arXiv 1707.06347 eq. 7), to minimise:
+                           clip_eps: float | None) -> tuple[Tensor, Tensor]:
+    """PPO clipped surrogate (arXiv 1707.06347 eq. 7), to minimise:
 
       -min(rho * A, clip(rho, 1-eps, 1+eps) * A),   rho = exp(log pi - log pi_old)
 
-    Works per token ([B, T]) or per sequence ([B]). Returns (loss, clipped indicator).
+    ``clip_eps=None``: no clipping, -rho * A (whose gradient at rho = 1 is the REINFORCE one).
+    Works per token ([B, T]) or per sequence ([B]). Returns (loss, clipped indicator), the
+    indicator being 1 where the clipped term is the minimum, i.e. the item gets no gradient.
+    On a tie (rho inside the clip range) the gradient flows through the unclipped term only.
     """
     ratio = torch.exp(logprobs - old_logprobs)
-    unclipped = ratio * advantages
-    clipped = ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * advantages
-    return -torch.min(unclipped, clipped), (clipped < unclipped).float()
+    unclipped = ratio * advantages.detach()
+    if clip_eps is None:
+        return -unclipped, torch.zeros_like(unclipped)
+    clipped = ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * advantages.detach()
+    active = clipped < unclipped
+    return -torch.where(active, clipped, unclipped), active.to(unclipped.dtype)
 
 
 def clipped_value_loss(values: Tensor, old_values: Tensor, returns: Tensor,
-                       clip_eps: float) -> Tensor:
-    """PPO clipped value loss per token: 0.5 * max((V - G)^2, (V_clip - G)^2),
-    V_clip = V_old + clip(V - V_old, -eps, eps). [B, T] -> [B, T]."""
+                       clip_eps: float | None) -> Tensor:
+    """PPO clipped value loss per token (OpenAI baselines' ppo2; one of the code-level
+    optimisations of PPO listed in arXiv 2005.12729 §3), in reward units:
+
+      0.5 * max((V - G)^2, (V_clip - G)^2),   V_clip = V_old + clip(V - V_old, -eps, eps)
+
+    ``clip_eps=None``: 0.5 * (V - G)^2. values with grad; old_values, returns detached.
+    [B, T] -> [B, T].
+    """
+    returns, old_values = returns.detach(), old_values.detach()
+    unclipped = (values - returns).pow(2)
+    if clip_eps is None:
+        return 0.5 * unclipped
     v_clipped = old_values + (values - old_values).clamp(-clip_eps, clip_eps)
-    return 0.5 * torch.max((values - returns).pow(2), (v_clipped - returns).pow(2))
+    return 0.5 * torch.max(unclipped, (v_clipped - returns).pow(2))
+
+
+def approx_kl(logprobs: Tensor, old_logprobs: Tensor) -> Tensor:
+    """KL(pi_old || pi) per item, k3 estimator: (rho - 1) - log rho >= 0, rho = pi / pi_old
+    (J. Schulman, "Approximating KL divergence", 2020; as logged by CleanRL's PPO). 0 at rho = 1."""
+    log_ratio = (logprobs - old_logprobs).detach()
+    return torch.expm1(log_ratio) - log_ratio
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,7 +301,12 @@ def clipped_value_loss(values: Tensor, old_values: Tensor, returns: Tensor,
 
 
 def aggregate(per_item: Tensor, normaliser: float) -> Tensor:
-    """Sum of per-item losses divided by the number of items in the WHOLE optimisation batch
-    (all micro-batches and all processes, times world size under DDP's gradient averaging).
-    Summing micro-batch results then equals the mean over the full batch exactly."""
+    """Sum of per-item losses divided by the number of items in the WHOLE optimisation batch.
+
+    Items are sequences (loss [m]) or completion tokens (loss [m, C], zero on padding); the
+    training loop counts them over all micro-batches and all processes and passes
+    count / world_size (DDP then averages gradients over processes). Summing the micro-batch
+    results then equals the mean over the full (mini)batch exactly: 1 x 8 accumulation, 8 x 1
+    and 2 processes give the same update, for token-level losses too.
+    """
     return per_item.sum() / normaliser

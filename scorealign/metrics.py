@@ -1,7 +1,8 @@
 """Metrics: ``metrics.jsonl`` (one line per step), optional TensorBoard, and a progress bar.
 
 Metric names are shared by every algorithm (STYLE.md): reward/mean, reward/std, kl, entropy,
-loss/policy, completion_len, throughput/completions_per_s, ...
+loss/policy, clip_frac, completion_len, throughput/completions_per_s, ...; an algorithm may add
+its own after them (PPO: value_loss, explained_variance).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 from pathlib import Path
 
 STEP_METRICS = ("reward/mean", "reward/std", "kl", "entropy", "loss/policy", "completion_len",
-                "truncated_frac", "reward/skipped", "grad_norm")
+                "truncated_frac", "reward/skipped", "grad_norm", "clip_frac", "approx_kl")
 
 
 class ProgressLog:
@@ -44,9 +45,11 @@ class ProgressLog:
         self.path.write_text("".join(ln + "\n" for ln in keep))
 
     def step(self, step: int, stats, elapsed: float, lr: float, n_completions: int) -> None:
+        """``stats``: {name: value} (shared names first), or values in STEP_METRICS order."""
         if not self.is_main:
             return
-        row = {"step": step, **{k: round(float(v), 6) for k, v in zip(STEP_METRICS, stats)},
+        stats = stats if isinstance(stats, dict) else dict(zip(STEP_METRICS, stats))
+        row = {"step": step, **{k: round(float(v), 6) for k, v in stats.items()},
                "lr": lr, "throughput/completions_per_s": round(n_completions / elapsed, 3),
                "time/step_s": round(elapsed, 4)}
         with open(self.path, "a") as f:
