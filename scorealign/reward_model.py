@@ -33,7 +33,7 @@ from .data import Row, load_preferences
 from .errors import ConfigError
 from .losses import bradley_terry_loss
 from .models import quiet_transformers, resolve_model_path
-from .rewards import reward_text
+from .rewards import reward_text, set_right_padding
 from .tools import config_from_argv
 
 
@@ -90,12 +90,7 @@ def load_reward_model(cfg: RewardModelConfig, device: str):
             path, num_labels=1, trust_remote_code=cfg.trust_remote_code)
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot load model '{path}': {str(e).splitlines()[0]}") from None
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise ConfigError(f"model '{path}': tokenizer has no pad or eos token")
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "right"
-    model.config.pad_token_id = tokenizer.pad_token_id
+    set_right_padding(tokenizer, model, repr(path))
     for module in model.modules():                   # dropout off, as in the policy loop
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0

@@ -129,6 +129,17 @@ def _looks_local(path: str) -> bool:
             or path.startswith(("./", "../", "~", ".\\", "..\\")) or path.count("/") > 1)
 
 
+def set_right_padding(tokenizer, model, name: str) -> None:
+    """Right padding with the pad token (EOS when there is none), told to the model's config, so a
+    sequence classifier reads its score at the last real token."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ConfigError(f"reward model {name}: tokenizer has no pad or eos token")
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    model.config.pad_token_id = tokenizer.pad_token_id
+
+
 def reward_text(tokenizer, prompt: str | list[dict],
                 completion: str | list[dict]) -> tuple[str, bool]:
     """The text a reward model scores for (prompt, completion), and whether to add special tokens.
@@ -181,12 +192,7 @@ class ModelReward:
         if getattr(model.config, "num_labels", 1) != 1:
             logger.warning("reward model %r has num_labels=%s; using logits[:, 0]",
                            self.path, model.config.num_labels)
-        if tokenizer.pad_token is None:
-            if tokenizer.eos_token is None:
-                raise ConfigError(f"reward model {self.path!r}: tokenizer has no pad or eos token")
-            tokenizer.pad_token = tokenizer.eos_token
-        tokenizer.padding_side = "right"
-        model.config.pad_token_id = tokenizer.pad_token_id
+        set_right_padding(tokenizer, model, repr(self.path))
         model.to(self.device).eval()
         return model, tokenizer
 
