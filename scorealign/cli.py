@@ -1,9 +1,10 @@
 """`scorealign` command line.
 
-  scorealign train CONFIG.yaml [--key value ...]     online alignment (pg / reinforce / rloo / ppo / raft)
+  scorealign train CONFIG.yaml [--key value ...]     align: pg / reinforce / rloo / ppo / raft / copg / dpo / ipo
   scorealign train --resume RUN_DIR [--key value]    continue a run from its latest checkpoint
   scorealign demo [--key value ...]                  short RLOO run on the built-in toy task
   scorealign bandit [--epochs N ...]                 the CoPG toy bandit (arXiv 2406.19185 §5)
+  scorealign sft CONFIG.yaml [--key value]           supervised fine-tuning (loss on completions)
   scorealign reward-model CONFIG.yaml [--key value]  train a Bradley-Terry reward model
   scorealign sample CONFIG.yaml [--key value]        k completions per prompt -> JSONL
   scorealign score CONFIG.yaml [--key value]         add reward-source scores to a JSONL
@@ -97,6 +98,12 @@ def cmd_reward_model(args: list[str]) -> int:
     return reward_model_main(args)
 
 
+def cmd_sft(args: list[str]) -> int:
+    from .sft import main as sft_main
+
+    return sft_main(args)
+
+
 def cmd_sample(args: list[str]) -> int:
     from .tools import main_sample
 
@@ -110,7 +117,7 @@ def cmd_score(args: list[str]) -> int:
 
 
 COMMANDS = {"train": cmd_train, "demo": cmd_demo, "bandit": cmd_bandit,
-            "reward-model": cmd_reward_model, "sample": cmd_sample, "score": cmd_score}
+            "sft": cmd_sft, "reward-model": cmd_reward_model, "sample": cmd_sample, "score": cmd_score}
 
 
 def main(argv: list[str] | None = None) -> int:
