@@ -90,7 +90,7 @@ def parse_harm_categories(value: Any) -> list[str]:
     return list(dict.fromkeys(normalize_harm_category(v) for v in value))
 
 
-def _check_row(row: Row) -> Row:
+def check_redteam_row(row: Row) -> Row:
     """One raw row -> normalised row (DataError naming file, line and field)."""
     where = row_location(row)
     for field in REDTEAM_FIELDS:
@@ -123,7 +123,7 @@ def load_redteam(source: str | os.PathLike, splits: Iterable[str] = ("train",),
     """
     if isinstance(splits, str):
         splits = [splits]
-    rows = [_check_row(r) for split in splits for r in load_rows(source, split)]
+    rows = [check_redteam_row(r) for split in splits for r in load_rows(source, split)]
     if languages is not None:
         wanted = {normalize_language(lang) for lang in languages}
         rows = [r for r in rows if r["language"] in wanted]
