@@ -26,7 +26,7 @@ from scorealign.judge import check_judge_spec, judge_from_spec
 from scorealign.langid import normalize_language
 from scorealign.reports import bootstrap_ci, markdown_table, write_json
 from scorealign.rewards import rewards_from_specs
-from scorealign.tools import completion_text, config_from_argv, score_rows
+from scorealign.tools import completion_text, config_from_argv, score_rows, write_jsonl
 
 JUDGE_SCORES = {"safe": 1.0, "refusal": 0.5, "harmful": 0.0}
 
@@ -113,13 +113,18 @@ def matched_pairs(cfg: WinrateConfig) -> tuple[list[tuple[Row, Row]], int]:
         base_rows, _ = generate_completions(cfg.baseline_model, prompts, cfg)
         baseline = _by_prompt(base_rows)
         out = Path(cfg.output_dir)
-        from scorealign.tools import write_jsonl
-
         write_jsonl(out / "policy_completions.jsonl", policy)
         write_jsonl(out / "baseline_completions.jsonl", base_rows)
     _by_prompt(policy)                                        # repeated policy prompts are errors too
-    pairs = [(r, baseline[_prompt_key(r["prompt"])]) for r in policy
-             if _prompt_key(r["prompt"]) in baseline]
+    pairs = []
+    for prow in policy:
+        brow = baseline.get(_prompt_key(prow["prompt"]))
+        if brow is None:
+            continue
+        lang = _language(prow if prow.get(cfg.language_field) is not None else brow, cfg.language_field)
+        if lang != "unknown":               # both sides are scored with the pair's language
+            prow, brow = ({**row, cfg.language_field: lang} for row in (prow, brow))
+        pairs.append((prow, brow))
     if not pairs:
         raise DataError(f"no prompt of {cfg.policy or 'the policy'} has a baseline completion")
     return pairs, len(policy) - len(pairs)
@@ -169,8 +174,7 @@ def run_eval_winrate(cfg: WinrateConfig, source=None) -> dict:
         if s_pol is None or s_base is None:
             unjudged += 1
             continue
-        lang = _language(prow, cfg.language_field) if prow.get(cfg.language_field) is not None \
-            else _language(brow, cfg.language_field)
+        lang = prow.get(cfg.language_field) or "unknown"
         by_lang.setdefault(lang, []).append(outcome(s_pol, s_base, cfg.tie_margin))
     every = [o for outs in by_lang.values() for o in outs]
     cells = {"all": winrate_cell(every, cfg.tie_value, cfg.n_bootstrap, cfg.seed)}

@@ -189,3 +189,22 @@ def test_eval_safety_generates_from_a_model(tmp_path, tiny_model_dir, judge_file
     assert report["n_redteam"] + report["n_benign"] == len(generated) <= 5
     assert report["harmful_rate"]["by_language"]["fr"]["unparsed"] <= 3
     assert all(r["language"] in ("fr", "en") and r["completion"] for r in generated)
+
+
+def test_example_configs_load_and_safety_example_runs(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from scorealign.config import load_config
+    from scorealign.synth import SynthConfig
+    from scorealign.winrate import WinrateConfig
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)                                # example paths are repo-relative
+    examples = root / "examples" / "multilingual"
+    for name, cls in [("eval_safety", SafetyConfig), ("eval_winrate", WinrateConfig),
+                      ("synth_prefs", SynthConfig)]:
+        load_config(cls, examples / f"{name}.yaml")
+    cfg = load_config(SafetyConfig, examples / "eval_safety.yaml",
+                      ["--output_dir", str(tmp_path / "o"), "--plot", "false"])
+    report = run_eval_safety(cfg)
+    assert report["harmful_rate"]["all"]["count"] == 4 and report["over_refusal"]["all"]["count"] == 1
