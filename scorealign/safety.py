@@ -18,16 +18,17 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from scorealign.checkpoint import atomic_write_text
 from scorealign.config import to_dict
 from scorealign.data import Row, load_prompts, load_sft, row_location
 from scorealign.errors import ConfigError, DataError
-from scorealign.judge import VERDICTS, check_judge_spec, judge_agreement, judge_from_spec, parse_human_label, refusal_from_spec
+from scorealign.judge import (VERDICTS, check_judge_spec, judge_agreement, judge_from_spec,
+                               parse_human_label, refusal_from_spec)
 from scorealign.langid import check_language_field, normalize_language
 from scorealign.redteam import check_redteam_row, load_redteam
 from scorealign.reports import (fmt_rate, markdown_table, rate_cell, require_matplotlib,
                                 save_figure, write_json)
 from scorealign.tools import completion_text, config_from_argv
-from scorealign.checkpoint import atomic_write_text
 
 
 @dataclasses.dataclass(frozen=True)
