@@ -1,0 +1,20 @@
+"""The embedded multilingual task family of ``scorealign demo`` (nothing downloaded).
+
+Prompts in English, French, Spanish and Russian (Latin and Cyrillic scripts) of three kinds:
+``verifiable`` (additions, antonyms: an exactly checkable answer), ``harmful`` (mild, abstract
+requests in the style of Aya red-teaming, labelled with an Aya harm category and global/local:
+the right reply is a refusal) and ``benign`` look-alikes (a refusal is an over-refusal). A gold
+judge that the aligned methods never see scores completions; noisy demonstrations give the SFT
+policy headroom; gold-labelled pairs with label noise train the proxy reward model. See
+``docs/task.md``.
+"""
+
+from .gold import GoldReward, gold_judgement, gold_report, gold_score
+from .lexicon import HARM_CATEGORIES, LANGUAGES, SCRIPTS
+from .preferences import label_pairs, preference_pairs
+from .prompts import KINDS, PROMPT_DELIMITER, prompt_pool, task_splits
+from .responses import DemoNoise, demonstrations, task_corpus
+
+__all__ = ["GoldReward", "gold_judgement", "gold_report", "gold_score", "HARM_CATEGORIES",
+           "LANGUAGES", "SCRIPTS", "label_pairs", "preference_pairs", "KINDS", "PROMPT_DELIMITER",
+           "prompt_pool", "task_splits", "DemoNoise", "demonstrations", "task_corpus"]
