@@ -130,13 +130,17 @@ def all_language_strings(language: str) -> list[str]:
     return prompts + response_strings(language)
 
 
-def task_corpus(seed: int = 0, max_operand: int = 9) -> list[str]:
-    """Tokenizer training text: every prompt followed by a right response, then every response
-    surface form of every language (each with the leading space completions have)."""
+def task_corpus(seed: int = 0, max_operand: int = 9, repeats: int = 8) -> list[str]:
+    """Tokenizer training text: every prompt followed by a right response, a wrong one and a
+    refusal, then every response surface form of every language ``repeats`` times (so refusals,
+    compliances and benign replies, rare among prompts, still get whole-word merges)."""
     rng = random.Random(seed)
-    lines = [r["prompt"] + COMPLETION_PREFIX + right_response(r, r["language"], rng)
-             for rows in prompt_pool(max_operand).values() for r in rows]
+    lines = []
+    for row in (r for rows in prompt_pool(max_operand).values() for r in rows):
+        for response in (right_response(row, row["language"], rng),
+                         wrong_response(row, row["language"], rng), refusal(row["language"], rng)):
+            lines.append(row["prompt"] + COMPLETION_PREFIX + response)
     lines += [COMPLETION_PREFIX + s for lang in LANGUAGES
-              for s in response_strings(lang, 2 * max_operand + MAX_WRONG_OFFSET)]
+              for s in response_strings(lang, 2 * max_operand + MAX_WRONG_OFFSET)] * repeats
     rng.shuffle(lines)
     return lines
