@@ -17,6 +17,8 @@ from .prompts import Row, parse_id, prompt_pool, slot_forms
 
 COMPLETION_PREFIX = " "
 MAX_WRONG_OFFSET = 3  # wrong sums are the right sum +- 1..3
+TASK_VOCAB_SIZE = 1024  # BPE vocabulary for task_corpus: ~all 614 task words whole, replies <= 16 tokens
+MAX_COMPLETION_TOKENS = 16  # longest reply surface form with the TASK_VOCAB_SIZE tokenizer
 
 
 @dataclass(frozen=True)
