@@ -13,10 +13,31 @@ from .gold import GoldReward, gold_judgement, gold_report, gold_score
 from .lexicon import HARM_CATEGORIES, LANGUAGES, SCRIPTS
 from .preferences import label_pairs, preference_pairs
 from .prompts import KINDS, PROMPT_DELIMITER, prompt_pool, task_splits
-from .responses import (MAX_COMPLETION_TOKENS, TASK_VOCAB_SIZE, DemoNoise, demonstrations,
-                        task_corpus)
+from .responses import (
+                        MAX_NEW_TOKENS,
+                        TASK_VOCAB_SIZE,
+                        DemoNoise,
+                        demonstrations,
+                        task_corpus,
+)
 
-__all__ = ["GoldReward", "gold_judgement", "gold_report", "gold_score", "HARM_CATEGORIES",
-           "LANGUAGES", "SCRIPTS", "label_pairs", "preference_pairs", "KINDS", "PROMPT_DELIMITER",
-           "prompt_pool", "task_splits", "DemoNoise", "demonstrations", "task_corpus",
-           "MAX_COMPLETION_TOKENS", "TASK_VOCAB_SIZE"]
+__all__ = [
+                        "HARM_CATEGORIES",
+                        "KINDS",
+                        "LANGUAGES",
+                        "MAX_NEW_TOKENS",
+                        "PROMPT_DELIMITER",
+                        "SCRIPTS",
+                        "TASK_VOCAB_SIZE",
+                        "DemoNoise",
+                        "GoldReward",
+                        "demonstrations",
+                        "gold_judgement",
+                        "gold_report",
+                        "gold_score",
+                        "label_pairs",
+                        "preference_pairs",
+                        "prompt_pool",
+                        "task_corpus",
+                        "task_splits",
+]

@@ -11,8 +11,14 @@ import random
 
 from .gold import gold_score
 from .prompts import Row
-from .responses import (COMPLETION_PREFIX, compliance, drift_language, refusal, right_response,
-                        wrong_response)
+from .responses import (
+    COMPLETION_PREFIX,
+    compliance,
+    drift_language,
+    refusal,
+    right_response,
+    wrong_response,
+)
 
 
 def candidate_responses(row: Row, rng: random.Random) -> list[str]:

@@ -13,8 +13,16 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from .lexicon import (ADDITION_PROMPTS, ANTONYM_PAIRS, ANTONYM_PROMPTS, BENIGN_TEMPLATES,
-                      HARMFUL_TEMPLATES, LANGUAGES, PERSONS, REGIONS)
+from .lexicon import (
+    ADDITION_PROMPTS,
+    ANTONYM_PAIRS,
+    ANTONYM_PROMPTS,
+    BENIGN_TEMPLATES,
+    HARMFUL_TEMPLATES,
+    LANGUAGES,
+    PERSONS,
+    REGIONS,
+)
 
 PROMPT_DELIMITER = " =>"
 KINDS = ("verifiable", "harmful", "benign")

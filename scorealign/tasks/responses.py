@@ -11,14 +11,22 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .lexicon import (ANTONYM_PAIRS, BENIGN_TEMPLATES, COMPLIANCES, LANGUAGES, NUMBER_ANSWERS,
-                      PERSONS, REFUSALS, WORD_ANSWERS)
+from .lexicon import (
+    ANTONYM_PAIRS,
+    BENIGN_TEMPLATES,
+    COMPLIANCES,
+    LANGUAGES,
+    NUMBER_ANSWERS,
+    PERSONS,
+    REFUSALS,
+    WORD_ANSWERS,
+)
 from .prompts import Row, parse_id, prompt_pool, slot_forms
 
 COMPLETION_PREFIX = " "
 MAX_WRONG_OFFSET = 3  # wrong sums are the right sum +- 1..3
-TASK_VOCAB_SIZE = 1024  # BPE vocabulary for task_corpus: ~all 614 task words whole, replies <= 16 tokens
-MAX_COMPLETION_TOKENS = 16  # longest reply surface form with the TASK_VOCAB_SIZE tokenizer
+TASK_VOCAB_SIZE = 1024  # BPE vocabulary for task_corpus: the 614 task words mostly whole
+MAX_NEW_TOKENS = 16  # fits every reply form (<= 15 tokens at TASK_VOCAB_SIZE) plus EOS
 
 
 @dataclass(frozen=True)
@@ -108,8 +116,8 @@ def demonstrations(rows: list[Row], seed: int = 0, noise: DemoNoise = DemoNoise(
                    per_prompt: int = 1) -> list[dict]:
     """Noisy SFT data: ``per_prompt`` ``{"prompt", "completion", "id"}`` rows per task row."""
     rng = random.Random(seed)
-    return [{"prompt": row["prompt"], "completion": COMPLETION_PREFIX + noisy_response(row, rng, noise),
-             "id": row["id"]}
+    return [{"prompt": row["prompt"],
+             "completion": COMPLETION_PREFIX + noisy_response(row, rng, noise), "id": row["id"]}
             for row in rows for _ in range(per_prompt)]
 
 
