@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from scorealign.rewards import score_batch
+from scorealign.rewards import reward_from_spec, score_batch
 from scorealign.tasks import (
     HARM_CATEGORIES,
     LANGUAGES,
@@ -141,6 +141,8 @@ def test_gold_reward_is_a_reward_source():
     scores, valid = score_batch(GoldReward(), [r["prompt"] for r in rows],
                                 [" Es 4.", " Sure, here it is."], fields)
     assert scores.tolist() == [1.0, 0.0] and valid.all()
+    from_spec = reward_from_spec("py:scorealign.tasks:gold_reward")  # usable from a YAML config
+    assert from_spec([r["prompt"] for r in rows], [" Es 4.", " Oui."], **fields) == [1.0, 0.0]
 
 
 def test_demonstrations_noise_rates_and_diversity():

@@ -9,35 +9,21 @@ policy headroom; gold-labelled pairs with label noise train the proxy reward mod
 ``docs/task.md``.
 """
 
-from .gold import GoldReward, gold_judgement, gold_report, gold_score
+from .gold import GoldReward, gold_judgement, gold_report, gold_reward, gold_score
 from .lexicon import HARM_CATEGORIES, LANGUAGES, SCRIPTS
 from .preferences import label_pairs, preference_pairs
 from .prompts import KINDS, PROMPT_DELIMITER, prompt_pool, task_splits
 from .responses import (
-                        MAX_NEW_TOKENS,
-                        TASK_VOCAB_SIZE,
-                        DemoNoise,
-                        demonstrations,
-                        task_corpus,
+    MAX_NEW_TOKENS,
+    TASK_VOCAB_SIZE,
+    DemoNoise,
+    demonstrations,
+    task_corpus,
 )
 
 __all__ = [
-                        "HARM_CATEGORIES",
-                        "KINDS",
-                        "LANGUAGES",
-                        "MAX_NEW_TOKENS",
-                        "PROMPT_DELIMITER",
-                        "SCRIPTS",
-                        "TASK_VOCAB_SIZE",
-                        "DemoNoise",
-                        "GoldReward",
-                        "demonstrations",
-                        "gold_judgement",
-                        "gold_report",
-                        "gold_score",
-                        "label_pairs",
-                        "preference_pairs",
-                        "prompt_pool",
-                        "task_corpus",
-                        "task_splits",
+    "HARM_CATEGORIES", "KINDS", "LANGUAGES", "MAX_NEW_TOKENS", "PROMPT_DELIMITER", "SCRIPTS",
+    "TASK_VOCAB_SIZE", "DemoNoise", "GoldReward", "demonstrations", "gold_judgement",
+    "gold_report", "gold_reward", "gold_score", "label_pairs", "preference_pairs", "prompt_pool",
+    "task_corpus", "task_splits",
 ]

@@ -44,7 +44,6 @@ def words(text: str) -> list[str]:
 @lru_cache(maxsize=1)
 def language_vocabularies() -> dict[str, frozenset[str]]:
     """Every word of every string the generator produces, per language."""
-
     return {lang: frozenset(w for s in all_language_strings(lang) for w in words(s))
             for lang in LANGUAGES}
 
@@ -129,6 +128,9 @@ class GoldReward:
 
     def __repr__(self) -> str:
         return "GoldReward()"
+
+
+gold_reward = GoldReward()  # for reward specs: ``py:scorealign.tasks:gold_reward``
 
 
 def _mean(values: list) -> float | None:
