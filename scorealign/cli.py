@@ -2,7 +2,7 @@
 
   scorealign train CONFIG.yaml [--key value ...]     align: pg / reinforce / rloo / ppo / raft / copg / dpo / ipo
   scorealign train --resume RUN_DIR [--key value]    continue a run from its latest checkpoint
-  scorealign demo [--key value ...]                  short RLOO run on the built-in toy task
+  scorealign demo [--quick] [--key value ...]        SFT -> reward model -> 10 methods -> gold report
   scorealign bandit [--epochs N ...]                 the CoPG toy bandit (arXiv 2406.19185 §5)
   scorealign sft CONFIG.yaml [--key value]           supervised fine-tuning (loss on completions)
   scorealign reward-model CONFIG.yaml [--key value]  train a Bradley-Terry reward model
@@ -26,6 +26,7 @@ from .errors import ConfigError, UserError
 
 USAGE = __doc__.split("\n\n")[1]
 
+# A 40-step RLOO run on the toy task ("say yes"): examples/rloo_toy.yaml, and a test's settings.
 DEMO_DEFAULTS = {"model": "tiny", "dataset": "toy", "rewards": "builtin:count:yes", "algo": "rloo",
                  "k": "4", "steps": "40", "prompts_per_step": "16", "micro_batch_size": "16",
                  "lr": "3e-3", "beta": "0.02", "max_new_tokens": "16", "output_dir": "runs/demo"}
@@ -68,25 +69,9 @@ def cmd_train(args: list[str]) -> int:
 
 
 def cmd_demo(args: list[str]) -> int:
-    """Until the embedded multilingual task lands: a real short RLOO run on the toy task."""
-    from .train import train
+    from .demo import main as demo_main
 
-    if "-h" in args or "--help" in args:
-        print("scorealign demo [--key value ...]: RLOO on the toy task; keys as in `train`.")
-        return 0
-    overrides = dict(DEMO_DEFAULTS)
-    overrides.update(parse_overrides(args))
-    cfg = load_config(TrainConfig, None, overrides)
-    run_dir = train(cfg)
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    first, last = rows[:5], rows[-5:]
-    mean = lambda rs, key: sum(r[key] for r in rs) / len(rs)  # noqa: E731
-    print(f"\nRLOO (k={cfg.k}) on the toy task, reward = count of 'yes' in the completion")
-    print(f"  mean reward, first 5 steps: {mean(first, 'reward/mean'):.3f}")
-    print(f"  mean reward, last 5 steps:  {mean(last, 'reward/mean'):.3f}")
-    print(f"  KL to reference at the end: {mean(last, 'kl'):.3f}")
-    print(f"  run directory: {run_dir}")
-    return 0
+    return demo_main(args)
 
 
 def cmd_bandit(args: list[str]) -> int:
