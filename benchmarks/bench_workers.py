@@ -157,7 +157,85 @@ def run_floor(spec: dict) -> dict:
     return {"step_s": times, "tokens": tokens, "reward": [], "base_rss_mb": base_rss}
 
 
-WORKERS = {"ours": run_ours, "trl": run_trl, "floor": run_floor}
+# ------------------------------------------------------------------------------------------------ DPO
+
+
+def dpo_pairs(path: Path, n: int, seed: int) -> Path:
+    """Synthetic preference pairs (JSONL prompt/chosen/rejected): chosen says 'yes' more often."""
+    import random
+
+    from scorealign.tiny import TOY_WORDS
+
+    rng = random.Random(seed)
+    words = lambda m, w: " ".join(rng.choice(w) for _ in range(m))  # noqa: E731
+    with open(path, "w") as f:
+        for p in prompts({"seed": seed})[:n]:
+            m = rng.randint(6, 14)
+            f.write(json.dumps({"prompt": p, "chosen": " " + words(m, ["yes"] * 8 + list(TOY_WORDS)),
+                                "rejected": " " + words(m, TOY_WORDS)}) + "\n")
+    return path
+
+
+def run_ours_dpo(spec: dict) -> dict:
+    """scorealign DPO: TrainConfig(algo='dpo', dataset=pairs.jsonl) through train()."""
+    from scorealign.config import TrainConfig
+    from scorealign.errors import ConfigError
+    from scorealign.train import train
+
+    base_rss = rss_now_mb()
+    with tempfile.TemporaryDirectory() as out:
+        data = dpo_pairs(Path(out) / "pairs.jsonl", 256, spec["seed"])
+        try:
+            cfg = TrainConfig(model=spec["model"], dataset=str(data), algo="dpo", beta=spec["beta"],
+                              prompts_per_step=spec["pairs_per_step"], steps=spec["steps"],
+                              micro_batch_size=spec["micro_batch"], lr=spec["lr"],
+                              seed=spec["seed"], output_dir=str(Path(out) / "run"))
+        except (ConfigError, TypeError) as e:
+            return {"unavailable": f"scorealign DPO not available ({str(e)[:80]})"}
+        t0 = time.perf_counter()
+        run = train(cfg)
+        total = time.perf_counter() - t0
+        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    step_s = [r["time/step_s"] for r in rows if "time/step_s" in r] or [total / spec["steps"]] * spec["steps"]
+    return {"step_s": step_s, "tokens": [0.0] * len(step_s), "reward": [], "base_rss_mb": base_rss}
+
+
+def run_trl_dpo(spec: dict) -> dict:
+    """TRL's DPOTrainer (sigmoid loss, reference model resident, no precomputed ref log-probs)."""
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    base_rss = rss_now_mb()
+    times = []
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            times.append(time.perf_counter() - self.t0)
+
+    pairs_per_mb = spec["micro_batch"] // 2                      # TRL counts pairs, we count sequences
+    with tempfile.TemporaryDirectory() as out:
+        data = load_dataset("json", data_files=str(dpo_pairs(Path(out) / "pairs.jsonl", 256,
+                                                              spec["seed"])), split="train")
+        args = DPOConfig(
+            output_dir=out, per_device_train_batch_size=pairs_per_mb,
+            gradient_accumulation_steps=spec["pairs_per_step"] // pairs_per_mb, beta=spec["beta"],
+            learning_rate=spec["lr"], max_steps=spec["steps"], lr_scheduler_type="constant",
+            weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch", seed=spec["seed"], bf16=False,
+            fp16=False, gradient_checkpointing=False, use_cpu=True, logging_steps=1,
+            save_strategy="no", report_to=[], dataloader_num_workers=0, max_length=None)
+        tok = AutoTokenizer.from_pretrained(spec["model"])
+        model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.float32)
+        DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
+                   callbacks=[Timer()]).train()
+    return {"step_s": times, "tokens": [0.0] * len(times), "reward": [], "base_rss_mb": base_rss}
+
+
+WORKERS = {"ours": run_ours, "trl": run_trl, "floor": run_floor, "ours_dpo": run_ours_dpo,
+           "trl_dpo": run_trl_dpo}
 
 
 def main() -> None:
@@ -170,6 +248,7 @@ def main() -> None:
     quiet_transformers()
     result = WORKERS[spec["worker"]](spec)
     result["peak_rss_mb"] = peak_rss_mb()
+    result["load"] = os.getloadavg()
     Path(sys.argv[2]).write_text(json.dumps(result))
 
 
