@@ -19,6 +19,10 @@ and per micro-batch of each of the num_epochs x num_minibatches optimisation pas
       gradient exactly the on-policy one. ``values`` are V(x, y_<t) with grad (PPO), else None.
 The loop divides the summed per-item losses (and stats) by the number of items in the global
 minibatch (``losses.aggregate``). Adding an algorithm = a few functions and one entry.
+
+CoPG, DPO, IPO and SFT need no advantage: their losses are built from the CURRENT log-ratios
+log pi/pi_ref (which is what lets CoPG learn from any scored samples without importance weights).
+For them ``advantages`` is a 0/1 row weight (0 for groups whose reward was skipped).
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ class Algorithm:
     unit: str = "sequence"       # the loss's item, also what it is averaged over: sequence | token
     token_advantages: Callable | None = None  # PPO: (batch, cfg) -> (adv [b, C], returns [b, C])
     select: Callable | None = None            # RAFT: (rewards [B], k, cfg) -> keep [B] bool
+    grouped: bool = False    # the loss couples the k rows of a prompt: micro-batches hold whole groups
+    reference: bool = True   # needs pi_ref (sft does not: no reference model is loaded)
 
 
 # --- sequence-level policy gradient: vanilla PG, REINFORCE w/ baseline, RLOO (arXiv 2402.14740)
@@ -114,10 +120,63 @@ def _raft_loss(token_lp, old_lp, values, mb, cfg):
                  "approx_kl": losses.approx_kl(token_lp, old_lp) * mask}
 
 
+# --- CoPG (arXiv 2406.19185), DPO (arXiv 2305.18290), IPO (arXiv 2310.12036), SFT
+
+
+def _row_weights(rewards, k, state, cfg):
+    """No advantage: each row has weight 1 (the loop zeroes the groups it skips)."""
+    return torch.ones_like(rewards), state
+
+
+def _group_logratios(token_lp, mb, average: bool = False):
+    """log pi(y|x)/pi_ref(y|x) per completion (summed, or averaged over its tokens), one row per
+    group: [m, C] -> [m / k, k]."""
+    return losses.sequence_logratio(token_lp, mb.ref_logprobs, mb.completion_mask,
+                                    average).view(-1, mb.k)
+
+
+def _per_row(per_group, mb):
+    """[m / k] group losses, zero for skipped groups, -> [m]: each row carries its group's loss, so
+    the loop's mean over rows is the mean over groups."""
+    return (per_group * mb.advantages.view(-1, mb.k)[:, 0]).repeat_interleave(mb.k)
+
+
+def _copg_loss(token_lp, old_lp, values, mb, cfg):
+    """CoPG, paper eq. (7) over the k(k-1)/2 pairs of each group (``losses.copg_loss``), averaged
+    over groups. R_beta uses the current log-ratios, so reused and replayed batches need no
+    importance ratio. On-policy, one pass: gradient = k x RLOO's (RLOO averages over sequences,
+    CoPG over groups: the eq. (7) gradient of one pair is the RLOO(2) gradient summed over it)."""
+    logratios = _group_logratios(token_lp, mb)                                 # [m/k, k]
+    per_group = losses.copg_loss(logratios, mb.scores.view(-1, mb.k), cfg.beta)  # [m/k]
+    return _per_row(per_group, mb), {"logratio": logratios.detach().flatten()}
+
+
+def _preference_loss(token_lp, old_lp, values, mb, cfg):
+    """DPO (sigmoid) or IPO on (chosen, rejected) groups, h = logratio(chosen) - logratio(rejected);
+    IPO's h from summed log-probs (the paper) or per-token averages (TRL, ``ipo_average_logprobs``)."""
+    average = cfg.algo == "ipo" and cfg.ipo_average_logprobs
+    logratios = _group_logratios(token_lp, mb, average)                        # [m/2, 2]
+    h = logratios[:, 0] - logratios[:, 1]                                      # [m/2]
+    per_pair = losses.dpo_loss(h, cfg.beta) if cfg.algo == "dpo" else losses.ipo_loss(h, cfg.beta)
+    return _per_row(per_pair, mb), {
+        "margin": h.detach().repeat_interleave(2),
+        "accuracy": (h.detach() > 0).float().repeat_interleave(2),
+        "logratio": logratios.detach().flatten()}
+
+
+def _sft_loss(token_lp, old_lp, values, mb, cfg):
+    """SFT: NLL of the completion tokens only, averaged over completion tokens (not sequences)."""
+    return losses.nll_loss(token_lp, mb.completion_mask) * mb.advantages[:, None], {}
+
+
 ALGORITHMS: dict[str, Algorithm] = {
     "pg": Algorithm(_vanilla_pg, _sequence_policy_gradient_loss),
     "reinforce": Algorithm(_reinforce_baseline, _sequence_policy_gradient_loss),
     "rloo": Algorithm(_rloo, _sequence_policy_gradient_loss),
     "ppo": Algorithm(None, _ppo_loss, unit="token", token_advantages=_ppo_advantages),
     "raft": Algorithm(_raft_weights, _raft_loss, unit="token", select=_raft_select),
+    "copg": Algorithm(_row_weights, _copg_loss, grouped=True),
+    "dpo": Algorithm(_row_weights, _preference_loss, grouped=True),
+    "ipo": Algorithm(_row_weights, _preference_loss, grouped=True),
+    "sft": Algorithm(_row_weights, _sft_loss, unit="token", reference=False),
 }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 
 import torch
 
@@ -14,15 +14,16 @@ class Rollout:
     """B = n_prompts * k sequences; the k samples of one prompt are contiguous.
 
     The whole completion is one action: log pi(y|x) = (logprobs * completion_mask).sum(-1)
-    (PPO alone treats each token as an action). The loop fills ``scores`` and ``valid`` (stage 2)
-    and ``advantages`` (stage 3; PPO also ``values`` and ``returns``).
+    (PPO alone treats each token as an action). A batch source (``sources.py``) fills ``scores``
+    and ``valid``; the loop fills ``advantages`` (PPO also ``values`` and ``returns``). Rows read
+    from a dataset have no sampling-time ``logprobs`` (None).
     """
 
     prompt_ids: Tensor        # [B, P] long, left-padded
     prompt_mask: Tensor       # [B, P] long
     completion_ids: Tensor    # [B, C] long, right-padded after EOS
     completion_mask: Tensor   # [B, C] long, 1 on completion tokens (EOS included)
-    logprobs: Tensor          # [B, C] float, sampling-time log pi(y_t|...), 0 on padding
+    logprobs: Tensor | None   # [B, C] float, sampling-time log pi(y_t|...), 0 on padding (None: dataset rows)
     ref_logprobs: Tensor      # [B, C] float, log pi_ref(y_t|...), 0 on padding
     truncated: Tensor         # [B] bool, cut at max_new_tokens without EOS
     k: int                    # samples per prompt
@@ -31,7 +32,8 @@ class Rollout:
     scores: Tensor | None = None                      # [B] r(x, y) from the reward source
     valid: Tensor | None = None                       # [B] bool, False where the reward was skipped
     entropy: Tensor | None = None                     # [B] mean per-token entropy at sampling
-    advantages: Tensor | None = None  # [B] per sequence, or [B, C] per token (PPO), set in stage 3
+    advantages: Tensor | None = None  # [B] per sequence, [B, C] per token (PPO); a 0/1 weight
+    #                                   for algorithms without advantages (copg, dpo, ipo, sft, raft)
     values: Tensor | None = None      # [B, C] PPO: V(x, y_<t) at sampling time (the "old" values)
     returns: Tensor | None = None     # [B, C] PPO: GAE returns, the value model's regression target
 
@@ -60,6 +62,11 @@ class Rollout:
                 out[f.name] = [value[i] for i in index.tolist()]
         return replace(self, **out).trimmed()
 
+    def to(self, device) -> "Rollout":
+        """Every tensor field on ``device`` (a no-op where it is already there)."""
+        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)
+                                if isinstance(getattr(self, f.name), Tensor)})
+
     def trimmed(self) -> "Rollout":
         """Drop columns that are padding in every row (left of prompts, right of completions)."""
         p_keep = int(self.prompt_mask.sum(1).max().item()) if self.size else 0
@@ -69,6 +76,32 @@ class Rollout:
                      if isinstance(value := getattr(self, name), Tensor) and value.dim() == 2}
         return replace(self, prompt_ids=self.prompt_ids[:, -p_keep:],
                        prompt_mask=self.prompt_mask[:, -p_keep:], **per_token)
+
+
+def concat(parts: list[Rollout]) -> Rollout:
+    """Rows of several rollouts with the same k, re-padded to a common width (prompts on the
+    left, completions on the right); a field missing from any part is dropped (None / [])."""
+    parts = [p for p in parts if p.size]
+    if len(parts) == 1:
+        return parts[0]
+    p_width = max(p.prompt_ids.shape[1] for p in parts)
+    c_width = max(p.completion_ids.shape[1] for p in parts)
+    out = {}
+    for f in fields(Rollout):
+        values = [getattr(p, f.name) for p in parts]
+        if f.name == "k":
+            out["k"] = values[0]
+        elif all(isinstance(v, Tensor) for v in values):
+            if f.name in ("prompt_ids", "prompt_mask"):  # pad ids are masked out: any id works
+                values = [torch.nn.functional.pad(v, (p_width - v.shape[1], 0)) for v in values]
+            elif f.name in TOKEN_FIELDS and values[0].dim() == 2:
+                values = [torch.nn.functional.pad(v, (0, c_width - v.shape[1])) for v in values]
+            out[f.name] = torch.cat(values)
+        elif all(isinstance(v, list) and v for v in values):
+            out[f.name] = [x for v in values for x in v]
+        else:
+            out[f.name] = [] if f.default_factory is not MISSING else None
+    return Rollout(**out)
 
 
 # [B, C] fields aligned with completion tokens (``advantages`` only when per token).

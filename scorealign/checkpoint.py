@@ -96,3 +96,28 @@ def load_checkpoint(ckpt: Path, optimizer, scheduler) -> dict:
     scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
     torch.set_rng_state(torch.load(ckpt / "rng.pt", weights_only=True)["torch"])
     return json.loads((ckpt / "state.json").read_text())
+
+
+def replay_path(run_dir: Path, step: int, rank: int) -> Path:
+    """A process's replay buffer at ``step``: ``checkpoints/replay-step-N/rank-R.pt`` (a sibling
+    of ``step-N``, written before it, as PPO's value model)."""
+    return Path(run_dir) / "checkpoints" / f"replay-step-{step:06d}" / f"rank-{rank}.pt"
+
+
+def save_replay(run_dir: Path, step: int, rank: int, state: dict) -> None:
+    """Tensors, strings and numbers only (read back with ``weights_only``); atomic rename."""
+    path = replay_path(run_dir, step, rank)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_replay(run_dir: Path, step: int, rank: int) -> dict:
+    path = replay_path(run_dir, step, rank)
+    if not path.is_file():
+        from .errors import ConfigError
+
+        raise ConfigError(f"--resume: mixed-source checkpoint has no replay buffer ('{path}' missing)")
+    return torch.load(path, weights_only=True)

@@ -1,12 +1,16 @@
 """`scorealign` command line.
 
-  scorealign train CONFIG.yaml [--key value ...]     online alignment (pg / reinforce / rloo / ppo / raft)
+  scorealign train CONFIG.yaml [--key value ...]     align: pg / reinforce / rloo / ppo / raft / copg / dpo / ipo
   scorealign train --resume RUN_DIR [--key value]    continue a run from its latest checkpoint
   scorealign demo [--key value ...]                  short RLOO run on the built-in toy task
   scorealign bandit [--epochs N ...]                 the CoPG toy bandit (arXiv 2406.19185 §5)
+  scorealign sft CONFIG.yaml [--key value]           supervised fine-tuning (loss on completions)
   scorealign reward-model CONFIG.yaml [--key value]  train a Bradley-Terry reward model
   scorealign sample CONFIG.yaml [--key value]        k completions per prompt -> JSONL
   scorealign score CONFIG.yaml [--key value]         add reward-source scores to a JSONL
+  scorealign eval-safety CONFIG.yaml [--key value]   harmful rate by language x global/local x category
+  scorealign eval-winrate CONFIG.yaml [--key value]  policy vs baseline win-rate per language
+  scorealign synth-prefs CONFIG.yaml [--key value]   multilingual preference pairs (arXiv 2407.02552)
 
 Errors in the user's input print one line and exit with status 2 (no traceback).
 """
@@ -97,6 +101,12 @@ def cmd_reward_model(args: list[str]) -> int:
     return reward_model_main(args)
 
 
+def cmd_sft(args: list[str]) -> int:
+    from .sft import main as sft_main
+
+    return sft_main(args)
+
+
 def cmd_sample(args: list[str]) -> int:
     from .tools import main_sample
 
@@ -109,8 +119,28 @@ def cmd_score(args: list[str]) -> int:
     return main_score(args)
 
 
+def cmd_eval_safety(args: list[str]) -> int:
+    from .safety import main as safety_main
+
+    return safety_main(args)
+
+
+def cmd_eval_winrate(args: list[str]) -> int:
+    from .winrate import main as winrate_main
+
+    return winrate_main(args)
+
+
+def cmd_synth_prefs(args: list[str]) -> int:
+    from .synth import main as synth_main
+
+    return synth_main(args)
+
+
 COMMANDS = {"train": cmd_train, "demo": cmd_demo, "bandit": cmd_bandit,
-            "reward-model": cmd_reward_model, "sample": cmd_sample, "score": cmd_score}
+            "sft": cmd_sft, "reward-model": cmd_reward_model, "sample": cmd_sample, "score": cmd_score,
+            "eval-safety": cmd_eval_safety, "eval-winrate": cmd_eval_winrate,
+            "synth-prefs": cmd_synth_prefs}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -114,7 +114,7 @@ def copg_loss(logratios: Tensor, scores: Tensor, beta: float) -> Tensor:
       l(y, y') = (R_{beta/2}(y) - R_{beta/2}(y')) * (h(y) - h(y')),
       R_{beta/2}(y) = r(y) - beta/2 * h(y),   h(y) = log pi(y)/pi_ref(y)
     Its gradient is (R_beta(y) - R_beta(y')) * (grad log pi(y) - grad log pi(y')).
-    k-wise form: average over the k(k-1)/2 pairs scaled by 2/k, i.e. 1/(k-1) * sum_{i>j} l(y_i, y_j),
+    k-wise form: the mean over the k(k-1)/2 pairs times k/2, i.e. 1/(k-1) * sum_{i>j} l(y_i, y_j),
     whose gradient is sum_i A_i grad log pi(y_i) with A the RLOO(k) advantages of R_beta: one
     on-policy group gives exactly the RLOO update. For k = 2 it is eq. (7).
 

@@ -38,11 +38,28 @@ class ProgressLog:
         self.progress.start()
 
     def _truncate_after(self, step: int) -> None:
-        """On resume, drop lines logged after the checkpoint so the file has one line per step."""
-        if not self.path.exists():
+        """On resume, drop lines logged after the checkpoint so the file has one line per step;
+        on a fresh start (step 0), drop every line a previous run left in the directory."""
+        for path in (self.path, self.path.with_name("eval.jsonl")):
+            if path.exists() and step == 0:
+                path.unlink()
+            elif path.exists():
+                keep = [ln for ln in path.read_text().splitlines()
+                        if ln and json.loads(ln)["step"] <= step]
+                path.write_text("".join(ln + "\n" for ln in keep))
+
+    def eval(self, step: int, stats: dict) -> None:
+        """One line of held-out metrics in ``eval.jsonl`` (and TensorBoard)."""
+        if not self.is_main:
             return
-        keep = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-        self.path.write_text("".join(ln + "\n" for ln in keep))
+        row = {"step": step, **{k: round(float(v), 6) for k, v in stats.items()}}
+        with open(self.path.with_name("eval.jsonl"), "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.writer is not None:
+            for key, value in stats.items():
+                self.writer.add_scalar(key, value, step)
+        self.progress.console.print(f"step {step}: " + "  ".join(
+            f"{k} {v:.4g}" for k, v in row.items() if k != "step"))
 
     def step(self, step: int, stats, elapsed: float, lr: float, n_completions: int) -> None:
         """``stats``: {name: value} (shared names first), or values in STEP_METRICS order."""
@@ -58,8 +75,9 @@ class ProgressLog:
             for key, value in row.items():
                 if key != "step":
                     self.writer.add_scalar(key, value, step)
-        info = (f"reward {row['reward/mean']:.3f}  kl {row['kl']:.3f}  "
-                f"{row['throughput/completions_per_s']:.0f} compl/s")
+        shown = [f"{name.split('/')[0]} {row[name]:.3f}" for name in
+                 ("reward/mean", "kl", "loss/policy") if name in row][:2]
+        info = "  ".join(shown + [f"{row['throughput/completions_per_s']:.0f} seq/s"])
         self.progress.update(self.task, completed=step, info=info)
 
     def close(self) -> None:

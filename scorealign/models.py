@@ -64,8 +64,10 @@ def load_causal_lm(path: str, cfg, trainable: bool):
     return model
 
 
-def load_models(cfg, run_dir: Path, accelerator, policy_path: Path | None = None):
-    """(policy, reference, tokenizer). The reference is frozen, in eval mode, not wrapped.
+def load_models(cfg, run_dir: Path, accelerator, policy_path: Path | None = None,
+                reference: bool = True):
+    """(policy, reference, tokenizer). The reference is frozen, in eval mode, not wrapped
+    (None when ``reference`` is False: SFT needs none).
 
     ``policy_path`` (a checkpoint's ``model/`` on resume) overrides where the policy is read from;
     the reference always comes from ``cfg.ref_model`` or the initial ``cfg.model``.
@@ -82,7 +84,8 @@ def load_models(cfg, run_dir: Path, accelerator, policy_path: Path | None = None
                      load_causal_lm(cfg.ref_model, cfg, trainable=False).to(accelerator.device))
         return policy, ref_model, tokenizer
     policy = load_causal_lm(str(policy_path or path), cfg, trainable=True)
-    ref_model = load_causal_lm(cfg.ref_model or path, cfg, trainable=False).to(accelerator.device)
+    ref_model = (load_causal_lm(cfg.ref_model or path, cfg, trainable=False).to(accelerator.device)
+                 if reference else None)
     return policy, ref_model, tokenizer
 
 

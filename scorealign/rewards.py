@@ -292,9 +292,21 @@ def _builtin_length(arg: str) -> RewardSource:
     return CallableReward(length, name="length")
 
 
+def _builtin_language(arg: str) -> RewardSource:
+    """``language[:code]``: 1 if the completion is in ``code`` (default: the row's ``language``
+    field), 0 if not, 0.5 when too short to judge (``scorealign.langid``)."""
+    from scorealign.langid import LanguageFidelity
+
+    try:
+        return LanguageFidelity(arg or None)
+    except ValueError as e:
+        raise ConfigError(f"builtin reward 'language:{arg}': {e}") from None
+
+
 BUILTIN_REWARDS: dict[str, Callable[[str], RewardSource]] = {
     "count": _builtin_count,
     "length": _builtin_length,
+    "language": _builtin_language,
 }
 
 

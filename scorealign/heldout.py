@@ -1,0 +1,61 @@
+"""Held-out evaluation during training: the mean reward of the policy's own samples.
+
+Every ``eval_every`` steps (and before the first step and after the last), one completion per
+eval prompt is sampled from the current policy and scored by the eval reward source. The draws
+are fixed per prompt (the same uniforms at every evaluation, whatever the number of processes),
+so successive evaluations differ only through the policy. Offline methods, whose training
+batches are not their own samples, are judged by this. Results go to ``eval.jsonl``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .data import row_fields
+from .rewards import score_batch
+from .rollout import eos_token_ids, pad_token_id, sample, tokenize_prompts
+from .sources import prompt_texts
+
+
+class HeldOutEval:
+    def __init__(self, cfg, rows: list[dict], tokenizer, reward):
+        self.cfg, self.rows, self.tokenizer, self.reward = cfg, rows[:cfg.eval_prompts], tokenizer, reward
+
+    @torch.no_grad()
+    def __call__(self, policy, rank: int, world: int, device) -> dict[str, float]:
+        """-> {'eval/reward': mean score, 'eval/completion_len': mean tokens} over all processes
+        (process r evaluates prompts r, r + world, ...; rows whose reward fails are left out)."""
+        cfg, tok = self.cfg, self.tokenizer
+        was_training = policy.training
+        policy.eval()
+        total = torch.zeros(3, dtype=torch.float64)                 # score sum, rows, tokens
+        idx = list(range(rank, len(self.rows), world))
+        for chunk in [idx[i:i + cfg.micro_batch_size] for i in range(0, len(idx), cfg.micro_batch_size)]:
+            rows = [self.rows[i] for i in chunk]
+            texts, chat = prompt_texts(tok, [r["prompt"] for r in rows])
+            ids, mask = tokenize_prompts(tok, texts, cfg.max_prompt_tokens, [not c for c in chat])
+            uniforms = torch.stack([torch.rand(cfg.max_new_tokens, generator=torch.Generator()
+                                               .manual_seed(cfg.seed * 15485863 + i)) for i in chunk])
+            out_ids, out_mask, *_ = sample(policy, ids.to(device), mask.to(device),
+                                           uniforms.to(device), eos_token_ids(tok, policy),
+                                           pad_token_id(tok), cfg.temperature, cfg.top_p)
+            completions = tok.batch_decode(torch.where(out_mask.bool(), out_ids, pad_token_id(tok)),
+                                           skip_special_tokens=True)
+            scores, valid = score_batch(self.reward, [r["prompt"] for r in rows], completions,
+                                        row_fields(rows), "skip")
+            total += torch.tensor([scores[valid].sum().item(), valid.sum().item(),
+                                   out_mask.sum().item()], dtype=torch.float64)
+        policy.train(was_training)
+        if world > 1:
+            total = _all_reduce(total, device)
+        n = max(total[1].item(), 1.0)
+        return {"eval/reward": total[0].item() / n,
+                "eval/completion_len": total[2].item() / max(len(self.rows), 1)}
+
+
+def _all_reduce(total: torch.Tensor, device) -> torch.Tensor:
+    import torch.distributed as dist
+
+    out = total.to(device)
+    dist.all_reduce(out)
+    return out.cpu()
