@@ -24,7 +24,7 @@ def test_benchmark_worker_runs_one_step(worker, tiny_model_dir, tmp_path):
         pytest.importorskip("trl")
     bench = load("bench_vs_trl")
     spec = dict(bench.RLOO, model=tiny_model_dir("llama"), seed=0, steps=2, lr=1e-4, threads=1,
-                worker=worker, prompts_per_step=2, micro_batch=8, max_new=4, pairs_per_step=2)
+                worker=worker, prompts_per_step=2, micro_batch=4, max_new=4, pairs_per_step=2)
     res = bench.run_worker(spec, sys.executable, tmp_path)
     if worker == "ours_dpo" and "unavailable" in res:
         pytest.skip(res["unavailable"])
