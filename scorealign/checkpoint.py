@@ -53,9 +53,21 @@ def atomic_dir(final: Path):
 
 
 def save_model(model, tokenizer, out: Path) -> None:
-    """Model (safetensors) + tokenizer, loadable with ``from_pretrained(out)``; atomic."""
+    """Model (safetensors) + tokenizer, loadable with ``from_pretrained(out)``; atomic.
+
+    A LoRA model is saved twice: the adapter alone in ``out/adapter`` (for ``PeftModel``) and the
+    merged weights (base + adapter) in ``out`` itself, so ``from_pretrained(out)`` needs no peft.
+    """
+    from .models import is_lora, merged_state_dict
+
     with atomic_dir(out) as tmp:
-        model.save_pretrained(str(tmp), safe_serialization=True)
+        if is_lora(model):
+            model.save_pretrained(str(tmp / "adapter"), safe_serialization=True)
+            tokenizer.save_pretrained(str(tmp / "adapter"))
+            model.get_base_model().save_pretrained(str(tmp), state_dict=merged_state_dict(model),
+                                                   safe_serialization=True)
+        else:
+            model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
 
 

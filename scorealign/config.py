@@ -30,6 +30,10 @@ class TrainConfig:
     ref_model: str | None = None  # frozen reference pi_ref (default: the initial `model`)
     trust_remote_code: bool = False  # allow custom modelling code shipped with a model repo
     dtype: str = "float32"  # float32 | bfloat16 | float16 (half precision needs a GPU)
+    lora_r: int = 0  # LoRA rank (0: full fine-tuning); needs peft; pi_ref = the base weights, adapter off
+    lora_alpha: float = 16.0  # LoRA alpha (update scale alpha / r)
+    lora_dropout: float = 0.0  # dropout on the LoRA branch (0 keeps log-probs reproducible)
+    lora_target_modules: tuple[str, ...] = ("all-linear",)  # module names to adapt, or all-linear (not lm_head)
     # --- data
     dataset: str = "toy"  # .jsonl/.json/.parquet/.csv, saved dataset dir, hub id, or 'toy': prompts (online), scored completions (copg offline), pairs (dpo, ipo), demonstrations (sft)
     dataset_split: str = "train"  # split to read from a hub dataset or dataset dir
@@ -109,6 +113,8 @@ class TrainConfig:
         if self.algo == "ppo" and self.whiten_rewards:
             raise ConfigError("whiten_rewards: not supported with algo=ppo (its per-token rewards "
                               "use the raw scores; the value model learns their scale)")
+        if self.lora_r < 0:
+            raise ConfigError(f"lora_r={self.lora_r}: must be >= 0 (0 = full fine-tuning)")
         for key in ("clip_eps", "value_clip_eps"):
             if getattr(self, key) is not None and getattr(self, key) <= 0:
                 raise ConfigError(f"{key}={getattr(self, key)}: must be > 0 (or none to disable)")

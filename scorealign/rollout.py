@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .batch import Rollout
+from .decoder import LeanDecoder
 
 Tensor = torch.Tensor
 
@@ -63,6 +64,28 @@ def sample_tokens(logp: Tensor, uniforms: Tensor, top_p: float) -> Tensor:
     return pick.clamp(max=probs.shape[1] - 1).squeeze(1)
 
 
+class HFDecoder:
+    """The transformers forward with its own KV cache: the sampler's fallback for any model."""
+
+    def __init__(self, model, prompt_mask: Tensor, positions: Tensor):
+        self.model, self.positions, self.mask, self.cache = model, positions, prompt_mask, None
+
+    def prefill(self, prompt_ids: Tensor) -> Tensor:
+        P = prompt_ids.shape[1]
+        out = self.model(input_ids=prompt_ids, attention_mask=self.mask,
+                         position_ids=self.positions[:, :P], use_cache=True)
+        self.cache = out.past_key_values
+        return out.logits[:, -1]
+
+    def step(self, ids: Tensor, slot: int) -> Tensor:
+        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
+        out = self.model(input_ids=ids[:, None], attention_mask=self.mask,
+                         position_ids=self.positions[:, slot:slot + 1],
+                         past_key_values=self.cache, use_cache=True)
+        self.cache = out.past_key_values
+        return out.logits[:, -1]
+
+
 @torch.inference_mode()
 def sample(model, prompt_ids: Tensor, prompt_mask: Tensor, uniforms: Tensor, eos_ids: list[int],
            pad_id: int, temperature: float = 1.0, top_p: float = 1.0):
@@ -71,36 +94,38 @@ def sample(model, prompt_ids: Tensor, prompt_mask: Tensor, uniforms: Tensor, eos
     prompt_ids, prompt_mask: [B, P] left-padded; uniforms: [B, max_new_tokens] in [0, 1).
     Returns completion_ids [B, C], completion_mask [B, C], logprobs [B, C] (log-softmax of
     logits / temperature at the sampled tokens), truncated [B] bool, entropy [B].
+    Llama-family models run on ``decoder.LeanDecoder`` (static cache, fused projections); others
+    on the transformers forward. Outputs are preallocated; the only per-step host sync is the
+    "all rows done" check.
     """
     B, max_new = uniforms.shape
-    device = prompt_ids.device
+    P, device = prompt_ids.shape[1], prompt_ids.device
     eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
-    mask = prompt_mask
-    pos = position_ids(prompt_mask)
-    out = model(input_ids=prompt_ids, attention_mask=mask, position_ids=pos, use_cache=True)
-    next_pos = pos[:, -1] + 1                                        # [B]
+    pos = position_ids(prompt_mask)                                          # [B, P]
+    positions = torch.cat([pos, pos[:, -1:] + 1 + torch.arange(max_new, device=device)], 1)
+    decoder = (LeanDecoder.build(model, prompt_mask, positions, P + max_new)
+               or HFDecoder(model, prompt_mask, positions))
+    tokens = torch.full((B, max_new), pad_id, dtype=torch.long, device=device)   # [B, C]
+    alive_steps = torch.zeros(B, max_new, dtype=torch.bool, device=device)
+    logps, entropies = torch.zeros(B, max_new, device=device), torch.zeros(B, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
-    tokens, logps, alive_steps, entropies = [], [], [], []
+    logits, n = decoder.prefill(prompt_ids), max_new
     for t in range(max_new):
-        logp = F.log_softmax(out.logits[:, -1].float() / temperature, dim=-1)   # [B, V]
+        logp = F.log_softmax(logits.float() / temperature, dim=-1)           # [B, V]
         tok = sample_tokens(logp, uniforms[:, t], top_p)
         alive = ~done
-        tokens.append(torch.where(alive, tok, pad_id))
-        logps.append(torch.where(alive, logp.gather(1, tok[:, None]).squeeze(1), 0.0))
-        entropies.append(-(logp.exp() * logp).sum(-1) * alive)
-        alive_steps.append(alive)
+        tokens[:, t] = torch.where(alive, tok, pad_id)
+        logps[:, t] = torch.where(alive, logp.gather(1, tok[:, None]).squeeze(1), 0.0)
+        entropies -= (logp.exp() * logp).sum(-1) * alive
+        alive_steps[:, t] = alive
         done = done | torch.isin(tok, eos)
-        if bool(done.all()) or t == max_new - 1:
+        if t == max_new - 1 or bool(done.all()):
+            n = t + 1
             break
-        mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=device)], dim=1)
-        out = model(input_ids=tokens[-1][:, None], attention_mask=mask,
-                    position_ids=next_pos[:, None], past_key_values=out.past_key_values,
-                    use_cache=True)
-        next_pos = next_pos + 1
-    completion_mask = torch.stack(alive_steps, 1).long()                  # [B, C]
+        logits = decoder.step(tokens[:, t], P + t)
+    completion_mask = alive_steps[:, :n].long()                               # [B, C]
     n_tokens = completion_mask.sum(1).clamp(min=1)
-    return (torch.stack(tokens, 1), completion_mask, torch.stack(logps, 1), ~done,
-            torch.stack(entropies, 1).sum(1) / n_tokens)
+    return tokens[:, :n], completion_mask, logps[:, :n], ~done, entropies / n_tokens
 
 
 def completion_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,

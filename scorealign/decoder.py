@@ -1,0 +1,131 @@
+"""A lean KV-cached decoder for Llama-family models, used by the sampler (``rollout.sample``).
+
+Why: on CPU, and for small models on any device, one ``model(...)`` decode call of transformers
+spends most of its time in Python (mask construction, cache objects, output containers, hooks),
+not in arithmetic. This decoder runs the SAME weights through the same equations with a static,
+preallocated KV cache, q/k/v and gate/up projections fused into one matmul each, rotary tables
+computed once per rollout, and no per-step allocation of masks. It is inference only (it is never
+used for log-probs that get gradients) and is checked against the transformers forward in
+``tests/test_decoder.py``.
+
+Supported: ``LlamaForCausalLM``, ``Qwen2ForCausalLM`` and ``MistralForCausalLM`` with plain
+``nn.Linear`` projections (no adapters, no quantisation), full attention on every layer and no
+``pretraining_tp``. Anything else returns ``None`` from ``LeanDecoder.build`` and the sampler uses
+the transformers forward.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Tensor = torch.Tensor
+SUPPORTED = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def supports(model) -> bool:
+    """True if ``LeanDecoder`` reproduces ``model``'s forward (see the module docstring)."""
+    cfg = getattr(model, "config", None)
+    if type(model).__name__ not in SUPPORTED or cfg is None:
+        return False
+    if getattr(cfg, "pretraining_tp", 1) > 1 or getattr(cfg, "use_sliding_window", False):
+        return False
+    if any(t != "full_attention" for t in getattr(cfg, "layer_types", None) or []):
+        return False
+    if type(model).__name__ == "MistralForCausalLM" and getattr(cfg, "sliding_window", None):
+        return False
+    linears = [m for layer in model.model.layers
+               for m in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
+                         layer.self_attn.o_proj, layer.mlp.gate_proj, layer.mlp.up_proj,
+                         layer.mlp.down_proj)] + [model.lm_head]
+    return all(type(m) is nn.Linear for m in linears)
+
+
+def _cat_bias(*linears: nn.Linear) -> Tensor | None:
+    if all(m.bias is None for m in linears):
+        return None
+    return torch.cat([m.bias if m.bias is not None else m.weight.new_zeros(m.out_features)
+                      for m in linears])
+
+
+class LeanDecoder:
+    """Prefill + one-token decode steps for a batch of B rows, cache of S = P + max_new slots."""
+
+    @classmethod
+    def build(cls, model, prompt_mask: Tensor, positions: Tensor, max_slots: int):
+        """``positions``: [B, S] rotary position of every cache slot. ``None`` if unsupported."""
+        return cls(model, prompt_mask, positions, max_slots) if supports(model) else None
+
+    def __init__(self, model, prompt_mask: Tensor, positions: Tensor, max_slots: int):
+        cfg, inner = model.config, model.model
+        self.model, self.inner = model, inner
+        self.H, self.K = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.d = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.H
+        self.scale = inner.layers[0].self_attn.scaling
+        self.act = inner.layers[0].mlp.act_fn
+        B, P = prompt_mask.shape
+        w = inner.embed_tokens.weight
+        # Fused weights (views of the current parameters, rebuilt for every rollout).
+        self.qkv, self.gate_up = [], []
+        for layer in inner.layers:
+            a, m = layer.self_attn, layer.mlp
+            self.qkv.append((torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]),
+                             _cat_bias(a.q_proj, a.k_proj, a.v_proj)))
+            self.gate_up.append((torch.cat([m.gate_proj.weight, m.up_proj.weight]),
+                                 _cat_bias(m.gate_proj, m.up_proj)))
+        n = len(inner.layers)
+        self.k_cache = w.new_zeros(n, B, self.K, max_slots, self.d)           # [n, B, K, S, d]
+        self.v_cache = torch.zeros_like(self.k_cache)
+        self.valid = torch.ones(B, max_slots, dtype=torch.bool, device=w.device)  # [B, S]
+        self.valid[:, :P] = prompt_mask.bool()
+        self.bias = torch.zeros(B, 1, 1, max_slots, dtype=w.dtype, device=w.device)
+        self.bias.masked_fill_(~self.valid[:, None, None], float("-inf"))   # [B, 1, 1, S] additive
+        dummy = w.new_zeros(1)
+        cos, sin = inner.rotary_emb(dummy, positions)                         # [B, S, d] each
+        self.cos, self.sin = cos.unsqueeze(1), sin.unsqueeze(1)               # [B, 1, S, d]
+
+    def prefill(self, prompt_ids: Tensor) -> Tensor:
+        """prompt_ids [B, P] -> next-token logits [B, V] (at the last prompt position)."""
+        P = prompt_ids.shape[1]
+        causal = torch.ones(P, P, dtype=torch.bool, device=prompt_ids.device).tril()
+        mask = (causal & self.valid[:, None, None, :P]) | torch.eye(
+            P, dtype=torch.bool, device=prompt_ids.device)                  # [B, 1, P, P]
+        return self._forward(prompt_ids, 0, mask)
+
+    def step(self, ids: Tensor, slot: int) -> Tensor:
+        """ids [B] written at cache slot ``slot`` -> next-token logits [B, V]."""
+        return self._forward(ids[:, None], slot, self.bias[:, :, :, :slot + 1])
+
+    def _forward(self, ids: Tensor, start: int, mask: Tensor) -> Tensor:
+        B, T = ids.shape
+        H, K, d = self.H, self.K, self.d
+        end = start + T
+        cos, sin = self.cos[:, :, start:end], self.sin[:, :, start:end]      # [B, 1, T, d]
+        x = self.inner.embed_tokens(ids)                                      # [B, T, D]
+        for i, layer in enumerate(self.inner.layers):
+            a = layer.self_attn
+            qkv = F.linear(layer.input_layernorm(x), *self.qkv[i])            # [B, T, (H+2K)d]
+            q, k, v = qkv.view(B, T, H + 2 * K, d).transpose(1, 2).split([H, K, K], dim=1)
+            q = q * cos + rotate_half(q) * sin                                # [B, H, T, d]
+            self.k_cache[i, :, :, start:end] = k * cos + rotate_half(k) * sin
+            self.v_cache[i, :, :, start:end] = v
+            keys, values = self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end]  # [B, K, S', d]
+            if T == 1:   # grouped query heads share their kv head: [B, K, H/K, d] queries;
+                #            plain matmuls beat the fused CPU kernel at one query per row
+                scores = q.reshape(B, K, H // K, d) @ keys.transpose(2, 3)       # [B, K, G, S']
+                o = (scores * self.scale + mask).softmax(-1) @ values            # [B, K, G, d]
+            else:
+                o = F.scaled_dot_product_attention(q, keys.repeat_interleave(H // K, 1),
+                                                   values.repeat_interleave(H // K, 1),
+                                                   attn_mask=mask, scale=self.scale)
+            o = o.reshape(B, H, T, d).transpose(1, 2).reshape(B, T, H * d)
+            x = x + a.o_proj(o)
+            g, u = F.linear(layer.post_attention_layernorm(x), *self.gate_up[i]).chunk(2, dim=-1)
+            x = x + layer.mlp.down_proj(self.act(g) * u)
+        return self.model.lm_head(self.inner.norm(x[:, -1]))                 # [B, V]

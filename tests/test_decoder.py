@@ -1,0 +1,34 @@
+"""The sampler's lean Llama-family decoder reproduces the transformers forward."""
+
+import pytest
+import torch
+
+from scorealign import rollout
+from scorealign.decoder import supports
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_lean_decoder_matches_transformers(arch, tiny_model_dir, monkeypatch):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = tiny_model_dir(arch)
+    model, tok = AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+    assert supports(model)
+    texts = ["hello", "one two three four five", "cat", "sun moon"]            # ragged: left padding
+    ids, mask = rollout.tokenize_prompts(tok, texts, 64, [True] * 4)
+    u = torch.rand(4, 12, generator=torch.Generator().manual_seed(0))
+    args = (model, ids, mask, u, rollout.eos_token_ids(tok, model), rollout.pad_token_id(tok))
+    lean = rollout.sample(*args)
+    monkeypatch.setattr(rollout.LeanDecoder, "build", classmethod(lambda cls, *a: None))
+    hf = rollout.sample(*args)
+    assert torch.equal(lean[0], hf[0]) and torch.equal(lean[1], hf[1])      # same tokens
+    assert torch.allclose(lean[2], hf[2], atol=1e-5)                        # same log-probs
+    with torch.inference_mode():                                            # and = a full forward
+        full = rollout.completion_logprobs(model, ids, mask, lean[0], lean[1])
+    assert torch.allclose(lean[2], full, atol=1e-5)
+
+
+def test_unsupported_models_fall_back(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    assert not supports(AutoModelForCausalLM.from_pretrained(tiny_model_dir("gpt2")))
