@@ -30,6 +30,18 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     best = max(r["gold"] for name, r in policies.items() if name != "sft")
     assert best > policies["sft"]["gold"], {k: v["gold"] for k, v in policies.items()}
 
+    # the cross-lingual transfer experiment (issue 7) on this demo run's models and data
+    from scorealign.transfer import run_transfer
+
+    transfer = run_transfer(out, steps=2)
+    assert set(transfer) == {"sft", "dpo-english", "rloo-english", "dpo-all", "rloo-all"}
+    assert all(set(r) == {"en", "fr", "es", "ru", "all"} for r in transfer.values())
+    assert "| policy (training data) | en | fr | es | ru | all |" in (
+        out / "transfer" / "report.md").read_text()
+    english = [json.loads(x)["language"] for x in (out / "transfer" / "prompts_english.jsonl")
+               .read_text().splitlines()]
+    assert english and set(english) == {"en"}
+
 
 @pytest.mark.slow
 def test_demo_same_seed_same_table(tmp_path):
@@ -42,3 +54,4 @@ def test_demo_same_seed_same_table(tmp_path):
         return {k: {m: v for m, v in r.items() if m != "wall_s"} for k, r in policies.items()}
 
     assert run("a") == run("b")
+
