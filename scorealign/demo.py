@@ -142,11 +142,10 @@ def method_config(cfg: DemoConfig, name: str, out: Path, sft_model: Path, reward
     """The loop's config of one method: online methods get budget / 32 steps of 32 samples;
     offline ones two passes over their data (as in the CoPG paper)."""
     spec, data, p = dict(METHODS[name]), out / "data", cfg.preset
-    if name in OFFLINE:
-        n_rows = sum(1 for _ in open(data / ("scored.jsonl" if name == "copg-offline" else "pairs.jsonl")))
-        groups = n_rows // 2
-        spec.update(dataset=str(data / ("scored.jsonl" if name == "copg-offline" else "pairs.jsonl")),
-                    steps=max(1, 2 * groups // spec["prompts_per_step"]))
+    if name in OFFLINE:        # scored.jsonl: 2 rows per prompt; pairs.jsonl: 1 row per pair
+        path = data / ("scored.jsonl" if name == "copg-offline" else "pairs.jsonl")
+        groups = len(path.read_text().splitlines()) // (2 if name == "copg-offline" else 1)
+        spec.update(dataset=str(path), steps=max(1, 2 * groups // spec["prompts_per_step"]))
     else:
         spec.update(dataset=str(data / "train_prompts.jsonl"),
                     steps=p["budget"] // SAMPLES_PER_STEP)

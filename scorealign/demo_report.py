@@ -21,21 +21,8 @@ import torch
 
 from .checkpoint import atomic_write_text
 from .reports import bootstrap_ci, markdown_table, require_matplotlib, save_figure
-from .rollout import completion_logprobs, eos_token_ids, pad_token_id, sample, tokenize_prompts
-
-
-@torch.no_grad()
-def sample_eval(model, tok, rows: list[dict], seed: int, max_new_tokens: int = 16):
-    """One completion per row with fixed per-row uniforms -> (texts, ids, mask, prompt ids, mask)."""
-    texts = [r["prompt"] for r in rows]
-    ids, mask = tokenize_prompts(tok, texts, 256, [True] * len(rows))
-    uniforms = torch.stack([torch.rand(max_new_tokens, generator=torch.Generator().manual_seed(
-        seed * 15485863 + i)) for i in range(len(rows))])
-    out_ids, out_mask, *_ = sample(model.eval(), ids, mask, uniforms, eos_token_ids(tok, model),
-                                   pad_token_id(tok), 1.0, 1.0)
-    completions = tok.batch_decode(torch.where(out_mask.bool(), out_ids, pad_token_id(tok)),
-                                   skip_special_tokens=True)
-    return completions, out_ids, out_mask, ids, mask
+from .heldout import sample_once
+from .rollout import completion_logprobs
 
 
 def evaluate_policy(path: Path, sft, tok, rows: list[dict], seed: int) -> dict:
@@ -45,7 +32,8 @@ def evaluate_policy(path: Path, sft, tok, rows: list[dict], seed: int) -> dict:
     from .tasks import gold_judgement
 
     model = AutoModelForCausalLM.from_pretrained(str(path)).eval()
-    completions, c_ids, c_mask, p_ids, p_mask = sample_eval(model, tok, rows, seed)
+    completions, c_ids, c_mask, p_ids, p_mask = sample_once(
+        model, tok, [r["prompt"] for r in rows], list(range(len(rows))), seed, 256, 16)
     with torch.no_grad():
         lp = completion_logprobs(model, p_ids, p_mask, c_ids, c_mask)
         ref = completion_logprobs(sft, p_ids, p_mask, c_ids, c_mask)
@@ -146,7 +134,7 @@ def write_report(cfg, out: Path, results: dict, total_s: float) -> str:
     images = plots(out, results, cfg.methods)
     acc = results["reward_model_accuracy"]
     text = (f"# scorealign demo ({'quick' if cfg.quick else 'full'}, seed {cfg.seed})\n\n"
-            f"Gold evaluation on {len(json.loads(json.dumps(results))['policies'])} policies; "
+            f"Gold evaluation on {len(results['policies'])} policies; "
             f"proxy reward model held-out accuracy {acc if acc is None else f'{acc:.3f}'}; "
             f"total {total_s:.0f} s.\n\n## Results (sorted by gold reward)\n\n{main}\n\n"
             f"## Harmful rate by language x global/local\n\n{harmful_table(results)}\n\n"

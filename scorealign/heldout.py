@@ -17,6 +17,23 @@ from .rollout import eos_token_ids, pad_token_id, sample, tokenize_prompts
 from .sources import prompt_texts
 
 
+@torch.no_grad()
+def sample_once(policy, tok, prompts: list, indices: list[int], seed: int, max_prompt_tokens: int,
+                max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0, device="cpu"):
+    """One completion per prompt; prompt ``indices[i]`` always gets the same uniforms (seeded by
+    ``seed`` and its index), whatever the batch or the process it is in.
+    -> (completions, completion ids [n, C], mask [n, C], prompt ids [n, P], mask [n, P])."""
+    texts, chat = prompt_texts(tok, prompts)
+    ids, mask = tokenize_prompts(tok, texts, max_prompt_tokens, [not c for c in chat])
+    uniforms = torch.stack([torch.rand(max_new_tokens, generator=torch.Generator()
+                                       .manual_seed(seed * 15485863 + i)) for i in indices])
+    out_ids, out_mask, *_ = sample(policy, ids.to(device), mask.to(device), uniforms.to(device),
+                                   eos_token_ids(tok, policy), pad_token_id(tok), temperature, top_p)
+    completions = tok.batch_decode(torch.where(out_mask.bool(), out_ids, pad_token_id(tok)),
+                                   skip_special_tokens=True)
+    return completions, out_ids, out_mask, ids, mask
+
+
 class HeldOutEval:
     def __init__(self, cfg, rows: list[dict], tokenizer, reward):
         self.cfg, self.rows, self.tokenizer, self.reward = cfg, rows[:cfg.eval_prompts], tokenizer, reward
@@ -32,15 +49,9 @@ class HeldOutEval:
         idx = list(range(rank, len(self.rows), world))
         for chunk in [idx[i:i + cfg.micro_batch_size] for i in range(0, len(idx), cfg.micro_batch_size)]:
             rows = [self.rows[i] for i in chunk]
-            texts, chat = prompt_texts(tok, [r["prompt"] for r in rows])
-            ids, mask = tokenize_prompts(tok, texts, cfg.max_prompt_tokens, [not c for c in chat])
-            uniforms = torch.stack([torch.rand(cfg.max_new_tokens, generator=torch.Generator()
-                                               .manual_seed(cfg.seed * 15485863 + i)) for i in chunk])
-            out_ids, out_mask, *_ = sample(policy, ids.to(device), mask.to(device),
-                                           uniforms.to(device), eos_token_ids(tok, policy),
-                                           pad_token_id(tok), cfg.temperature, cfg.top_p)
-            completions = tok.batch_decode(torch.where(out_mask.bool(), out_ids, pad_token_id(tok)),
-                                           skip_special_tokens=True)
+            completions, _, out_mask, *_ = sample_once(
+                policy, tok, [r["prompt"] for r in rows], chunk, cfg.seed, cfg.max_prompt_tokens,
+                cfg.max_new_tokens, cfg.temperature, cfg.top_p, device)
             scores, valid = score_batch(self.reward, [r["prompt"] for r in rows], completions,
                                         row_fields(rows), "skip")
             total += torch.tensor([scores[valid].sum().item(), valid.sum().item(),

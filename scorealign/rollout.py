@@ -27,13 +27,17 @@ def tokenize_prompts(tokenizer, texts: list[str], max_prompt_tokens: int,
     """Left-padded prompt ids and mask, [B, P]. Over-long prompts keep their LAST tokens."""
     rows = [tokenizer(t, add_special_tokens=a)["input_ids"][-max_prompt_tokens:]
             for t, a in zip(texts, add_special_tokens)]
+    return pad_rows(rows, pad_token_id(tokenizer), left=True)
+
+
+def pad_rows(rows: list[list[int]], value: int, left: bool) -> tuple[Tensor, Tensor]:
+    """Ragged id lists -> ([n, width] ids, [n, width] mask), padded on the left or right."""
     width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_token_id(tokenizer), dtype=torch.long)
+    ids = torch.full((len(rows), width), value, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
-        if r:
-            ids[i, width - len(r):] = torch.tensor(r)
-            mask[i, width - len(r):] = 1
+        cols = slice(width - len(r), width) if left else slice(0, len(r))
+        ids[i, cols], mask[i, cols] = torch.tensor(r, dtype=torch.long), 1
     return ids, mask
 
 

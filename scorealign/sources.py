@@ -24,7 +24,7 @@ from .data import (Row, group_by_prompt, load_preferences, load_scored, load_sft
                    row_location)
 from .errors import DataError
 from .rewards import score_batch
-from .rollout import completion_logprobs, generate_rollout, pad_token_id
+from .rollout import completion_logprobs, generate_rollout, pad_rows, pad_token_id
 
 Tensor = torch.Tensor
 
@@ -101,17 +101,6 @@ def tokenize_example(tokenizer, row: Row, max_prompt_tokens: int, max_completion
         raise DataError(f"{row_location(row)}: field 'completion' has no tokens the tokenizer "
                         "can represent")
     return p_ids[-max_prompt_tokens:], c_ids[:max_completion_tokens]
-
-
-def pad_rows(rows: list[list[int]], value: int, left: bool) -> tuple[Tensor, Tensor]:
-    """Ragged id lists -> ([n, width] ids, [n, width] mask), padded on the left or right."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), value, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        cols = slice(width - len(r), width) if left else slice(0, len(r))
-        ids[i, cols], mask[i, cols] = torch.tensor(r, dtype=torch.long), 1
-    return ids, mask
 
 
 class OfflineSource:
