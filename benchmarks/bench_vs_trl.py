@@ -188,6 +188,10 @@ def main(argv=None) -> dict:
     p.add_argument("--quick", action="store_true", help="1M only, 4 steps, no LoRA/DPO/learning")
     p.add_argument("--steps", type=int, default=8, help="RLOO/DPO steps per throughput run")
     p.add_argument("--learn-steps", type=int, default=25, help="steps per learning-check run")
+    p.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES),
+                   help="model sizes for the RLOO rows (default: all)")
+    p.add_argument("--only", nargs="+", choices=["rloo", "learning", "dpo"],
+                   default=["rloo", "learning", "dpo"], help="parts to run (default: all)")
     p.add_argument("--seeds", type=int, default=1, help="learning-check seeds (3 for the spread)")
     p.add_argument("--threads", type=int, default=1, help="torch threads in every run")
     p.add_argument("--trl-python", default=sys.executable, help="interpreter that has trl")
@@ -197,12 +201,13 @@ def main(argv=None) -> dict:
     if args.quick:
         args.steps = min(args.steps, 4)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    models = build_models(args.workdir, ["1M"] if args.quick else list(SIZES))
+    sizes = ["1M"] if args.quick else args.sizes
+    models = build_models(args.workdir, sorted(set(sizes) | ({"1M"} if "learning" in args.only else set())))
     trl_ok = has_trl(args.trl_python)
     print(f"TRL: {'found in ' + args.trl_python if trl_ok else 'not installed (skipped)'}")
-    rloo = rloo_rows(args, models, trl_ok)
-    learn = [] if args.quick else learning_rows(args, models, trl_ok)
-    dpo = [] if args.quick else dpo_rows(args, models, trl_ok)
+    rloo = rloo_rows(args, {s: models[s] for s in sizes}, trl_ok) if "rloo" in args.only else []
+    learn = [] if args.quick or "learning" not in args.only else learning_rows(args, models, trl_ok)
+    dpo = [] if args.quick or "dpo" not in args.only else dpo_rows(args, models, trl_ok)
     print_report(rloo, learn, dpo)
     results = {"rloo": rloo, "learning": learn, "dpo": dpo, "load": os.getloadavg()}
     print(f"\nload average at the end: {os.getloadavg()}")

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from .batch import Rollout
 from .decoder import LeanDecoder
+from .packing import packed_logprobs
 
 Tensor = torch.Tensor
 
@@ -133,11 +134,19 @@ def sample(model, prompt_ids: Tensor, prompt_mask: Tensor, uniforms: Tensor, eos
 
 
 def completion_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
-                        completion_mask: Tensor, temperature: float = 1.0) -> Tensor:
+                        completion_mask: Tensor, temperature: float = 1.0, pack: bool = True
+                        ) -> Tensor:
     """Per-token log pi(y_t | x, y_<t) of the completion tokens, one forward pass.
 
     [B, P], [B, P], [B, C], [B, C] -> [B, C] (0 on padding). Gradients flow if enabled.
+    Adjacent rows with the same prompt run as one packed row (``packing.py``) where the model
+    supports it and it saves arithmetic; ``pack=False`` forces one padded row per completion.
     """
+    if pack:
+        packed = packed_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask,
+                                 temperature)
+        if packed is not None:
+            return packed
     ids = torch.cat([prompt_ids, completion_ids], 1)                    # [B, P + C]
     mask = torch.cat([prompt_mask, completion_mask], 1)
     logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)).logits

@@ -63,8 +63,7 @@ def train(cfg: TrainConfig, reward=None, resume: bool = False, eval_reward=None)
     value_model = None if algo.token_advantages is None else ppo.load_value_model(
         resolve_model_path(cfg.model, run_dir, cfg.seed, False), cfg)           # PPO's critic
     trained = [m for m in (policy, value_model) if m is not None]
-    optimizer = torch.optim.AdamW([p for m in trained for p in m.parameters() if p.requires_grad],
-                                  lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = adamw([p for m in trained for p in m.parameters() if p.requires_grad], cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     policy, optimizer, *critic = accelerator.prepare(policy, optimizer, *trained[1:])
     value_model = critic[0] if critic else None
@@ -147,6 +146,9 @@ def optimise(batch, algo, cfg: TrainConfig, policy, value_model, optimizer, acce
     world, device = accelerator.num_processes, accelerator.device
     trained = [m for m in (policy, value_model) if m is not None]
     group = batch.k if algo.grouped else 1
+    # whole prompt groups per micro-batch where that splits evenly: the forward packs them
+    packed = group if algo.grouped or algo.select is not None or cfg.num_minibatches > 1 or \
+        cfg.micro_batch_size % batch.k or batch.size % batch.k else batch.k
     totals, n_updates = {}, cfg.num_epochs * cfg.num_minibatches
     reuse = n_updates > 1
     for epoch in range(cfg.num_epochs):
@@ -157,7 +159,7 @@ def optimise(batch, algo, cfg: TrainConfig, policy, value_model, optimizer, acce
                      else batch.completion_mask[minibatch].sum().item())
             normaliser = accelerator.reduce(torch.tensor(float(count), device=device),
                                             reduction="sum").item() / world
-            micro = micro_batches(batch, minibatch, group, cfg.micro_batch_size)
+            micro = micro_batches(batch, minibatch, packed, cfg.micro_batch_size)
             for i, rows in enumerate(micro):
                 mb = batch.select(rows)
                 with no_sync(accelerator, trained, sync=i == len(micro) - 1):
@@ -181,6 +183,13 @@ def optimise(batch, algo, cfg: TrainConfig, policy, value_model, optimizer, acce
             optimizer.zero_grad(set_to_none=True)
             totals["grad_norm"] = totals.get("grad_norm", 0.0) + float(grad_norm) / n_updates
     return totals
+
+
+def adamw(params: list, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW, with the fused kernel (one pass over each tensor; ~4x faster than the default
+    per-op path on CPU) where every parameter is a CPU or CUDA float tensor."""
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
 
 
 def build_sources(cfg: TrainConfig, tokenizer, ref_model, reward, eval_reward, world: int):
