@@ -24,11 +24,6 @@ Tensor = torch.Tensor
 SUPPORTED = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
 
 
-def rotate_half(x: Tensor) -> Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
 def supports(model) -> bool:
     """True if ``LeanDecoder`` reproduces ``model``'s forward (see the module docstring)."""
     cfg = getattr(model, "config", None)
@@ -71,12 +66,17 @@ class LeanDecoder:
         self.act = inner.layers[0].mlp.act_fn
         B, P = prompt_mask.shape
         w = inner.embed_tokens.weight
-        # Fused weights (views of the current parameters, rebuilt for every rollout).
+        # Fused copies of the current weights, rebuilt for every rollout: q/k/v in one matrix
+        # (the attention scale folded into q), gate/up in one.
         self.qkv, self.gate_up = [], []
         for layer in inner.layers:
             a, m = layer.self_attn, layer.mlp
-            self.qkv.append((torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]),
-                             _cat_bias(a.q_proj, a.k_proj, a.v_proj)))
+            weight, bias = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]), \
+                _cat_bias(a.q_proj, a.k_proj, a.v_proj)
+            q_rows = self.H * self.d
+            weight = torch.cat([weight[:q_rows] * self.scale, weight[q_rows:]])
+            bias = None if bias is None else torch.cat([bias[:q_rows] * self.scale, bias[q_rows:]])
+            self.qkv.append((weight, bias))
             self.gate_up.append((torch.cat([m.gate_proj.weight, m.up_proj.weight]),
                                  _cat_bias(m.gate_proj, m.up_proj)))
         n = len(inner.layers)
@@ -88,7 +88,9 @@ class LeanDecoder:
         self.bias.masked_fill_(~self.valid[:, None, None], float("-inf"))   # [B, 1, 1, S] additive
         dummy = w.new_zeros(1)
         cos, sin = inner.rotary_emb(dummy, positions)                         # [B, S, d] each
-        self.cos, self.sin = cos.unsqueeze(1), sin.unsqueeze(1)               # [B, 1, S, d]
+        half = self.d // 2   # rotate_half(x) * sin == x.roll(half) * (sin with its first half negated)
+        self.cos, self.sin = cos.unsqueeze(1), torch.cat([-sin[..., :half], sin[..., half:]], -1
+                                                         ).unsqueeze(1)      # [B, 1, S, d]
 
     def prefill(self, prompt_ids: Tensor) -> Tensor:
         """prompt_ids [B, P] -> next-token logits [B, V] (at the last prompt position)."""
@@ -109,23 +111,23 @@ class LeanDecoder:
         cos, sin = self.cos[:, :, start:end], self.sin[:, :, start:end]      # [B, 1, T, d]
         x = self.inner.embed_tokens(ids)                                      # [B, T, D]
         for i, layer in enumerate(self.inner.layers):
-            a = layer.self_attn
-            qkv = F.linear(layer.input_layernorm(x), *self.qkv[i])            # [B, T, (H+2K)d]
-            q, k, v = qkv.view(B, T, H + 2 * K, d).transpose(1, 2).split([H, K, K], dim=1)
-            q = q * cos + rotate_half(q) * sin                                # [B, H, T, d]
-            self.k_cache[i, :, :, start:end] = k * cos + rotate_half(k) * sin
+            qkv = F.linear(layer.input_layernorm(x), *self.qkv[i])
+            qk, v = qkv.view(B, T, H + 2 * K, d).transpose(1, 2).split([H + K, K], dim=1)
+            qk = qk * cos + qk.roll(d // 2, -1) * sin                         # rotary, q and k at once
+            q, k = qk.split([H, K], dim=1)                                    # [B, H, T, d], [B, K, T, d]
+            self.k_cache[i, :, :, start:end] = k
             self.v_cache[i, :, :, start:end] = v
             keys, values = self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end]  # [B, K, S', d]
             if T == 1:   # grouped query heads share their kv head: [B, K, H/K, d] queries;
                 #            plain matmuls beat the fused CPU kernel at one query per row
                 scores = q.reshape(B, K, H // K, d) @ keys.transpose(2, 3)       # [B, K, G, S']
-                o = (scores * self.scale + mask).softmax(-1) @ values            # [B, K, G, d]
+                o = (scores + mask).softmax(-1) @ values                         # [B, K, G, d]
             else:
                 o = F.scaled_dot_product_attention(q, keys.repeat_interleave(H // K, 1),
                                                    values.repeat_interleave(H // K, 1),
-                                                   attn_mask=mask, scale=self.scale)
+                                                   attn_mask=mask, scale=1.0)   # scale is in q
             o = o.reshape(B, H, T, d).transpose(1, 2).reshape(B, T, H * d)
-            x = x + a.o_proj(o)
+            x = x + layer.self_attn.o_proj(o)
             g, u = F.linear(layer.post_attention_layernorm(x), *self.gate_up[i]).chunk(2, dim=-1)
             x = x + layer.mlp.down_proj(self.act(g) * u)
         return self.model.lm_head(self.inner.norm(x[:, -1]))                 # [B, V]
