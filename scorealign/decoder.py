@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .packing import prompt_groups
+
 Tensor = torch.Tensor
 SUPPORTED = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
 
@@ -93,31 +95,46 @@ class LeanDecoder:
                                                          ).unsqueeze(1)      # [B, 1, S, d]
 
     def prefill(self, prompt_ids: Tensor) -> Tensor:
-        """prompt_ids [B, P] -> next-token logits [B, V] (at the last prompt position)."""
+        """prompt_ids [B, P] -> next-token logits [B, V] (at the last prompt position).
+
+        Adjacent rows with the same prompt (the k samples of one prompt) are computed once and
+        their KV cache copied to the others."""
         P = prompt_ids.shape[1]
+        starts = prompt_groups(prompt_ids, self.valid[:, :P].long())
+        rows = torch.tensor(starts[:-1], device=prompt_ids.device)           # [G] one per prompt
         causal = torch.ones(P, P, dtype=torch.bool, device=prompt_ids.device).tril()
-        mask = (causal & self.valid[:, None, None, :P]) | torch.eye(
-            P, dtype=torch.bool, device=prompt_ids.device)                  # [B, 1, P, P]
-        return self._forward(prompt_ids, 0, mask)
+        mask = (causal & self.valid[rows, None, None, :P]) | torch.eye(
+            P, dtype=torch.bool, device=prompt_ids.device)                  # [G, 1, P, P]
+        logits = self._forward(prompt_ids[rows], 0, mask, rows)               # [G, V]
+        if len(rows) == prompt_ids.shape[0]:
+            return logits
+        expand = torch.repeat_interleave(torch.arange(len(rows), device=rows.device),
+                                         torch.tensor(starts).diff().to(rows.device))  # [B]
+        self.k_cache[:, :, :, :P] = self.k_cache[:, rows[expand], :, :P]
+        self.v_cache[:, :, :, :P] = self.v_cache[:, rows[expand], :, :P]
+        return logits[expand]
 
     def step(self, ids: Tensor, slot: int) -> Tensor:
         """ids [B] written at cache slot ``slot`` -> next-token logits [B, V]."""
         return self._forward(ids[:, None], slot, self.bias[:, :, :, :slot + 1])
 
-    def _forward(self, ids: Tensor, start: int, mask: Tensor) -> Tensor:
+    def _forward(self, ids: Tensor, start: int, mask: Tensor, rows: Tensor | None = None
+                 ) -> Tensor:
+        """ids [B', T] at cache slots start..start+T of cache rows ``rows`` (default: all B)."""
         B, T = ids.shape
         H, K, d = self.H, self.K, self.d
         end = start + T
-        cos, sin = self.cos[:, :, start:end], self.sin[:, :, start:end]      # [B, 1, T, d]
+        at = slice(None) if rows is None else rows
+        cos, sin = self.cos[at, :, start:end], self.sin[at, :, start:end]    # [B', 1, T, d]
         x = self.inner.embed_tokens(ids)                                      # [B, T, D]
         for i, layer in enumerate(self.inner.layers):
             qkv = F.linear(layer.input_layernorm(x), *self.qkv[i])
             qk, v = qkv.view(B, T, H + 2 * K, d).transpose(1, 2).split([H + K, K], dim=1)
             qk = qk * cos + qk.roll(d // 2, -1) * sin                         # rotary, q and k at once
             q, k = qk.split([H, K], dim=1)                                    # [B, H, T, d], [B, K, T, d]
-            self.k_cache[i, :, :, start:end] = k
-            self.v_cache[i, :, :, start:end] = v
-            keys, values = self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end]  # [B, K, S', d]
+            self.k_cache[i, at, :, start:end] = k
+            self.v_cache[i, at, :, start:end] = v
+            keys, values = self.k_cache[i, at, :, :end], self.v_cache[i, at, :, :end]  # [B', K, S', d]
             if T == 1:   # grouped query heads share their kv head: [B, K, H/K, d] queries;
                 #            plain matmuls beat the fused CPU kernel at one query per row
                 scores = q.reshape(B, K, H // K, d) @ keys.transpose(2, 3)       # [B, K, G, S']

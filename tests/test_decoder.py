@@ -32,3 +32,27 @@ def test_unsupported_models_fall_back(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     assert not supports(AutoModelForCausalLM.from_pretrained(tiny_model_dir("gpt2")))
+
+
+def test_shared_prompts_prefilled_once_same_samples(tiny_model_dir, monkeypatch):
+    """k samples per prompt: the lean decoder prefills each prompt once and copies its cache;
+    tokens and log-probs equal the transformers path's (which prefills every row)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from scorealign import decoder
+
+    path = tiny_model_dir("llama")
+    model, tok = AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+    ids, mask = rollout.tokenize_prompts(tok, ["hello", "one two three four five"], 64, [True] * 2)
+    ids, mask = ids.repeat_interleave(3, 0), mask.repeat_interleave(3, 0)   # k = 3
+    u = torch.rand(6, 10, generator=torch.Generator().manual_seed(1))
+    args = (model, ids, mask, u, rollout.eos_token_ids(tok, model), rollout.pad_token_id(tok))
+    seen = []
+    real = decoder.LeanDecoder._forward
+    monkeypatch.setattr(decoder.LeanDecoder, "_forward",
+                        lambda self, x, *a, **kw: seen.append(x.shape[0]) or real(self, x, *a, **kw))
+    lean = rollout.sample(*args)
+    assert seen[0] == 2                                                     # prefill: 2 prompts
+    monkeypatch.setattr(rollout.LeanDecoder, "build", classmethod(lambda cls, *a: None))
+    hf = rollout.sample(*args)
+    assert torch.equal(lean[0], hf[0]) and torch.allclose(lean[2], hf[2], atol=1e-5)
