@@ -43,6 +43,9 @@ class TrainConfig:
     rewards: tuple[str, ...] = ("builtin:count:yes",)  # py:mod:fn | file:path.py:fn | model:path | builtin:name[:arg]
     reward_weights: tuple[float, ...] | None = None  # one weight per reward source (default 1.0 each)
     on_reward_error: str = "fail"  # fail | skip (skipped rows drop their prompt's group this step)
+    reward_sandbox: bool = True  # py:/file: rewards run in a worker process with the limits below (README, Reward sources)
+    reward_timeout: float = 60.0  # seconds per reward call before the worker is stopped
+    reward_memory_mb: int = 4096  # address-space limit of the reward worker (0: none)
     # --- algorithm
     algo: str = "rloo"  # pg | reinforce | rloo | ppo | raft | copg | dpo | ipo | sft
     k: int = 4  # completions per prompt (rloo, copg: k >= 2; raft: k > raft_top_m; dpo, ipo: always 2; sft: 1)
@@ -124,6 +127,10 @@ class TrainConfig:
         if self.algo in ("copg", "dpo", "ipo") and self.micro_batch_size % self.group_size:
             raise ConfigError(f"micro_batch_size={self.micro_batch_size}: {self.algo} needs whole "
                               f"groups of {self.group_size} in a micro-batch (use a multiple)")
+        if self.reward_timeout <= 0 or self.reward_memory_mb < 0:
+            raise ConfigError(f"reward_timeout={self.reward_timeout}, reward_memory_mb="
+                              f"{self.reward_memory_mb}: the timeout must be > 0 and the memory "
+                              "limit >= 0 (0: no limit)")
         if self.reward_weights is not None and len(self.reward_weights) != len(self.rewards):
             raise ConfigError(f"reward_weights has {len(self.reward_weights)} entries for "
                               f"{len(self.rewards)} reward sources")

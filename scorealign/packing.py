@@ -18,6 +18,8 @@ adjacent rows share a prompt, or when the packed layout costs more arithmetic th
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 
 Tensor = torch.Tensor
@@ -67,7 +69,7 @@ def packed_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completion_i
     if G == B:
         return None
     p_len, c_len = prompt_mask.sum(1), completion_mask.sum(1)                 # [B], [B]
-    group_len = [int(p_len[s]) + int(c_len[s:e].sum()) for s, e in zip(starts, starts[1:])]
+    group_len = [int(p_len[s]) + int(c_len[s:e].sum()) for s, e in pairwise(starts)]
     T, width = max(group_len), prompt_ids.shape[1] + completion_ids.shape[1]
     cfg = getattr(model, "module", model).config
     if layer_cost(cfg, G * T, T) >= layer_cost(cfg, B * width, width):
@@ -78,7 +80,7 @@ def packed_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completion_i
     mask = attention_mask(segment, dtype)                                      # [G, 1, T, T]
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits  # [G, T, V]
     rows = torch.repeat_interleave(torch.arange(G, device=ids.device),
-                                   torch.tensor([e - s for s, e in zip(starts, starts[1:])],
+                                   torch.tensor([e - s for s, e in pairwise(starts)],
                                                 device=ids.device))            # [B]
     logits = logits[rows[:, None], pred].float() / temperature                # [B, C, V]
     picked = logits.gather(2, completion_ids.unsqueeze(2)).squeeze(2)
@@ -96,7 +98,7 @@ def pack(prompt_ids, prompt_mask, completion_ids, completion_mask, starts: list[
     segment = torch.full((G, T), -1, dtype=torch.long, device=device)
     pred = torch.zeros(B, C, dtype=torch.long, device=device)
     steps = torch.arange(C, device=device)
-    for g, (s, e) in enumerate(zip(starts, starts[1:])):
+    for g, (s, e) in enumerate(pairwise(starts)):
         prompt = prompt_ids[s][prompt_mask[s].bool()]
         n = prompt.numel()
         ids[g, :n], positions[g, :n], segment[g, :n] = prompt, torch.arange(n, device=device), 0

@@ -9,17 +9,25 @@ and raises :class:`~scorealign.errors.RewardError` naming the source and the row
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import math
-import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
 from scorealign.errors import ConfigError, RewardError
+from scorealign.sandbox import (
+    DEFAULT_LIMITS,
+    SandboxedFunction,
+    SandboxLimits,
+    SandboxTimeout,
+    get_function,
+    load_file_module,
+    load_function,
+    one_line,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +49,7 @@ class _BadReturn(RewardError):
     """A source returned something other than one number per completion (never retried)."""
 
 
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    """``Type: message`` of an exception, collapsed to one line and cut to ``limit`` chars."""
-    text = " ".join(str(exc).split())
-    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+_one_line = one_line   # shared with judge.py and synth.py
 
 
 class CallableReward:
@@ -64,63 +68,20 @@ class CallableReward:
         return f"CallableReward({self.name!r})"
 
 
-def _get_function(module: Any, function: str, where: str) -> Callable[..., Any]:
-    """``module.function``, or a ConfigError listing the callables ``module`` defines."""
-    fn = getattr(module, function, None)
-    if fn is None:
-        defined = sorted(
-            n for n, v in vars(module).items()
-            if callable(v) and not n.startswith("_")
-            and getattr(v, "__module__", None) == module.__name__
-        )
-        raise ConfigError(f"{where} has no function {function!r}; "
-                          f"it defines: {', '.join(defined) or '(no callables)'}")
-    if not callable(fn):
-        raise ConfigError(f"{where}: {function!r} is a {type(fn).__name__}, not a callable")
-    return fn
-
-
-def _load_file_module(path: Path) -> Any:
-    """Execute the Python file ``path`` as a fresh module (the user's file, trusted like a config)."""
-    if not path.is_file():
-        raise ConfigError(f"reward file not found: {str(path)!r}")
-    mod_name = f"_scorealign_reward_{abs(hash(str(path.resolve())))}"
-    spec = importlib.util.spec_from_file_location(mod_name, path)
-    if spec is None or spec.loader is None:
-        raise ConfigError(f"cannot load reward file {str(path)!r} as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module  # dataclasses and pickling look the module up here
-    try:
-        spec.loader.exec_module(module)
-    except SyntaxError as e:
-        sys.modules.pop(mod_name, None)
-        raise ConfigError(f"syntax error in reward file {str(path)!r} line {e.lineno}: {e.msg}") from e
-    except Exception as e:
-        sys.modules.pop(mod_name, None)
-        raise ConfigError(f"error while loading reward file {str(path)!r}: {_one_line(e)}") from e
-    return module
-
-
 class FileReward(CallableReward):
-    """Load ``function`` from the Python file ``path`` (in-process, via importlib)."""
+    """Load ``function`` from the Python file ``path`` in THIS process (``reward_sandbox: false``;
+    the default runs it in a worker, ``sandbox.SandboxedFunction``)."""
 
     def __init__(self, path: str | Path, function: str) -> None:
         self.path = Path(path)
-        module = _load_file_module(self.path)
-        fn = _get_function(module, function, f"reward file {str(self.path)!r}")
+        module = load_file_module(self.path)
+        fn = get_function(module, function, f"reward file {str(self.path)!r}")
         super().__init__(fn, name=function)
 
 
 def _import_function(target: str) -> CallableReward:
-    """``package.module:function`` imported by dotted name and wrapped."""
-    mod_name, sep, function = target.rpartition(":")
-    if not sep or not mod_name or not function:
-        raise ConfigError(f"reward spec 'py:{target}' must look like py:package.module:function")
-    try:
-        module = importlib.import_module(mod_name)
-    except Exception as e:
-        raise ConfigError(f"cannot import reward module {mod_name!r}: {_one_line(e)}") from e
-    return CallableReward(_get_function(module, function, f"module {mod_name!r}"))
+    """``package.module:function`` imported by dotted name, in this process, and wrapped."""
+    return CallableReward(load_function(f"py:{target}"))
 
 
 def _looks_local(path: str) -> bool:
@@ -310,17 +271,21 @@ BUILTIN_REWARDS: dict[str, Callable[[str], RewardSource]] = {
 }
 
 
-def reward_from_spec(spec: str, **model_kwargs: Any) -> RewardSource:
+def reward_from_spec(spec: str, sandbox: SandboxLimits | None = DEFAULT_LIMITS,
+                     **model_kwargs: Any) -> RewardSource:
     """Build a source from its string form; ``model_kwargs`` go to :class:`ModelReward` only.
 
     Forms: ``py:package.module:function``, ``file:path/to/rewards.py:function``,
-    ``model:path_or_hub_id``, ``builtin:name[:arg]``.
+    ``model:path_or_hub_id``, ``builtin:name[:arg]``. ``py:``/``file:`` functions run in a
+    sandboxed worker process with ``sandbox``'s limits (``sandbox.py``); ``None`` loads them here.
     """
     prefix, sep, rest = str(spec).partition(":")
     if not sep or prefix not in ("py", "file", "model", "builtin"):
         raise ConfigError(f"unknown reward spec {spec!r}; valid forms: {', '.join(SPEC_FORMS)}")
     if not rest:
         raise ConfigError(f"empty reward spec {spec!r}; valid forms: {', '.join(SPEC_FORMS)}")
+    if prefix in ("py", "file") and sandbox is not None:
+        return SandboxedFunction(spec, sandbox)
     if prefix == "py":
         return _import_function(rest)
     if prefix == "file":
@@ -338,6 +303,7 @@ def reward_from_spec(spec: str, **model_kwargs: Any) -> RewardSource:
 
 
 def rewards_from_specs(specs: list[str], weights: list[float] | None = None,
+                       sandbox: SandboxLimits | None = DEFAULT_LIMITS,
                        **model_kwargs: Any) -> RewardSource:
     """One source for one spec (weight 1), else a :class:`WeightedSum` (weights default 1.0)."""
     if isinstance(specs, str):
@@ -346,7 +312,7 @@ def rewards_from_specs(specs: list[str], weights: list[float] | None = None,
         raise ConfigError("no reward source given; valid forms: " + ", ".join(SPEC_FORMS))
     if weights is not None and len(weights) != len(specs):
         raise ConfigError(f"{len(specs)} reward specs but {len(weights)} reward weights")
-    sources = [reward_from_spec(s, **model_kwargs) for s in specs]
+    sources = [reward_from_spec(s, sandbox, **model_kwargs) for s in specs]
     if len(sources) == 1 and (weights is None or float(weights[0]) == 1.0):
         return sources[0]
     return WeightedSum(sources, list(weights) if weights is not None else [1.0] * len(sources))
@@ -378,6 +344,10 @@ def score_batch(source: RewardSource, prompts: list, completions: list[str],
         scores = _check_scores(name, source(prompts, completions, **fields), n)
     except _BadReturn:
         raise
+    except SandboxTimeout:
+        if on_error == "fail":
+            raise
+        scores, valid = [0.0] * n, [False] * n      # no row-by-row retry: each could time out
     except Exception as e:
         if on_error == "fail":
             raise RewardError(f"reward source {name!r} raised {_one_line(e)}") from e

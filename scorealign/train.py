@@ -34,6 +34,7 @@ from .heldout import HeldOutEval
 from .metrics import ProgressLog
 from .models import build_accelerator, load_models, resolve_model_path
 from .rewards import rewards_from_specs
+from .sandbox import SandboxLimits
 from .rollout import completion_logprobs
 from .sources import MixedSource, OfflineSource, OnlineSource, offline_groups
 from .tiny import toy_prompts
@@ -194,7 +195,9 @@ def adamw(params: list, cfg: TrainConfig) -> torch.optim.AdamW:
 
 def build_sources(cfg: TrainConfig, tokenizer, ref_model, reward, eval_reward, world: int):
     """(batch source, held-out evaluator or None) for ``cfg.data_source``."""
-    reward_specs = (list(cfg.rewards), cfg.reward_weights and list(cfg.reward_weights))
+    sandbox = (SandboxLimits(cfg.reward_timeout, cfg.reward_memory_mb) if cfg.reward_sandbox
+               else None)
+    reward_specs = (list(cfg.rewards), cfg.reward_weights and list(cfg.reward_weights), sandbox)
     if cfg.data_source == "offline":
         groups = offline_groups(cfg, tokenizer)
         source = OfflineSource(cfg, groups, tokenizer, ref_model)
@@ -208,7 +211,7 @@ def build_sources(cfg: TrainConfig, tokenizer, ref_model, reward, eval_reward, w
     if not cfg.eval_every:
         return source, None
     if eval_reward is None:
-        eval_reward = (rewards_from_specs(list(cfg.eval_rewards)) if cfg.eval_rewards
+        eval_reward = (rewards_from_specs(list(cfg.eval_rewards), None, sandbox) if cfg.eval_rewards
                        else reward or rewards_from_specs(*reward_specs))
     if cfg.eval_dataset:
         rows = load_prompt_rows(cfg, cfg.eval_dataset)
