@@ -88,24 +88,43 @@ def ratio(a: dict, b: dict, key: str, invert: bool = False):
     return b[key] / a[key] if invert else a[key] / b[key]
 
 
+def median_run(results: list[dict]) -> dict:
+    """Of repeated runs of one configuration, the one with the median s/step (errors kept)."""
+    ok = sorted((r for r in results if "step_s" in r), key=lambda r: r["step_s"])
+    if not ok:
+        return results[0]
+    pick = dict(ok[(len(ok) - 1) // 2])
+    pick["repeats_step_s"] = [round(r["step_s"], 3) for r in ok]
+    return pick
+
+
+def run_interleaved(jobs: dict, args) -> dict:
+    """Run every job ``args.repeats`` times, interleaved (A B C A B C ...), so that a change in
+    machine load hits every library alike; each job's median run."""
+    results = {name: [] for name in jobs}
+    for r in range(args.repeats):
+        for name, (spec, python, batch, label) in jobs.items():
+            print(f"  {label} (run {r + 1}/{args.repeats}) ...", flush=True)
+            results[name].append(summarise(run_worker(spec, python, args.workdir), batch))
+    return {name: median_run(rs) for name, rs in results.items()}
+
+
 def rloo_rows(args, models: dict, trl_ok: bool) -> list[dict]:
     rows = []
+    batch = RLOO["k"] * RLOO["prompts_per_step"]
     for size, path in models.items():
         spec = dict(RLOO, model=path, seed=0, steps=args.steps, lr=LR[size], threads=args.threads)
-        batch = RLOO["k"] * RLOO["prompts_per_step"]
         runs = {"floor": ("floor", sys.executable, {}), "scorealign": ("ours", sys.executable, {})}
         runs["TRL"] = ("trl", args.trl_python, {}) if trl_ok else None
         if size != "1M" and not args.quick:
             runs["scorealign+LoRA"] = ("ours", sys.executable,
                                        {"ours_extra": {"lora_r": 8, "lora_alpha": 16}})
-        for name, job in runs.items():
-            if job is None:
-                rows.append({"size": size, "lib": name, "unavailable": "trl not installed"})
-                continue
-            worker, python, extra = job
-            print(f"  RLOO {size} {name} ...", flush=True)
-            res = run_worker({**spec, **extra, "worker": worker}, python, args.workdir)
-            rows.append({"size": size, "lib": name, **summarise(res, batch)})
+        jobs = {name: ({**spec, **extra, "worker": worker}, python, batch, f"RLOO {size} {name}")
+                for name, job in runs.items() if job is not None for worker, python, extra in [job]}
+        done = run_interleaved(jobs, args)
+        for name in runs:
+            rows.append({"size": size, "lib": name, **(done.get(name) or
+                                                       {"unavailable": "trl not installed"})})
     return rows
 
 
@@ -124,32 +143,30 @@ def learning_rows(args, models: dict, trl_ok: bool) -> list[dict]:
 
 
 def dpo_rows(args, models: dict, trl_ok: bool) -> list[dict]:
-    rows = []
     size = "20M" if "20M" in models else "1M"
     spec = dict(model=models[size], seed=0, steps=args.steps, pairs_per_step=8, micro_batch=8,
                 beta=0.1, lr=1e-5, threads=args.threads)
-    for lib, worker, python in [("scorealign", "ours_dpo", sys.executable),
-                                ("TRL", "trl_dpo", args.trl_python)]:
-        if lib == "TRL" and not trl_ok:
-            rows.append({"size": size, "lib": lib, "unavailable": "trl not installed"})
-            continue
-        print(f"  DPO {size} {lib} ...", flush=True)
-        res = run_worker({**spec, "worker": worker}, python, args.workdir)
-        rows.append({"size": size, "lib": lib, **summarise(res, spec["pairs_per_step"])})
-    return rows
+    libs = [("scorealign", "ours_dpo", sys.executable), ("TRL", "trl_dpo", args.trl_python)]
+    jobs = {lib: ({**spec, "worker": worker}, python, spec["pairs_per_step"], f"DPO {size} {lib}")
+            for lib, worker, python in libs if lib != "TRL" or trl_ok}
+    done = run_interleaved(jobs, args)
+    return [{"size": size, "lib": lib, **(done.get(lib) or {"unavailable": "trl not installed"})}
+            for lib, _, _ in libs]
 
 
 def print_report(rloo: list[dict], learn: list[dict], dpo: list[dict]) -> None:
     print("\n## RLOO (batch 32 = 8 prompts x k=4, 32 new tokens, micro-batch 8)\n")
-    print("| size | library | s/step | completions/s | tokens/s | peak RSS MB | RSS over imports MB |")
-    print("|---|---|---|---|---|---|---|")
+    print("| size | library | s/step | completions/s | tokens/s | peak RSS MB | RSS over imports MB "
+          "| s/step of each run |")
+    print("|---|---|---|---|---|---|---|---|")
     by = {(r["size"], r["lib"]): r for r in rloo}
     for r in rloo:
         if "step_s" not in r:
             print(f"| {r['size']} | {r['lib']} | {r.get('unavailable') or r.get('error')} |||||")
             continue
         print(f"| {r['size']} | {r['lib']} | {r['step_s']:.3f} | {r['per_s']:.1f} | "
-              f"{r['tokens_per_s']:.0f} | {r['rss_mb']:.0f} | {r['rss_mb'] - r['rss_base_mb']:.0f} |")
+              f"{r['tokens_per_s']:.0f} | {r['rss_mb']:.0f} | {r['rss_mb'] - r['rss_base_mb']:.0f} | "
+              f"{r.get('repeats_step_s', '-')} |")
     print("\n| size | completions/s ours/TRL | tokens/s ours/TRL | peak RSS ours/TRL | "
           "overhead over floor (s/step) | RSS LoRA/full |")
     print("|---|---|---|---|---|---|")
@@ -193,6 +210,8 @@ def main(argv=None) -> dict:
     p.add_argument("--only", nargs="+", choices=["rloo", "learning", "dpo"],
                    default=["rloo", "learning", "dpo"], help="parts to run (default: all)")
     p.add_argument("--seeds", type=int, default=1, help="learning-check seeds (3 for the spread)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="runs per throughput configuration, interleaved; the median is reported")
     p.add_argument("--threads", type=int, default=1, help="torch threads in every run")
     p.add_argument("--trl-python", default=sys.executable, help="interpreter that has trl")
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "scorealign-bench")

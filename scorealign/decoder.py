@@ -8,8 +8,9 @@ computed once per rollout, and no per-step allocation of masks. It is inference 
 used for log-probs that get gradients) and is checked against the transformers forward in
 ``tests/test_decoder.py``.
 
-Supported: ``LlamaForCausalLM``, ``Qwen2ForCausalLM`` and ``MistralForCausalLM`` with plain
-``nn.Linear`` projections (no adapters, no quantisation), full attention on every layer and no
+Supported: ``LlamaForCausalLM``, ``Qwen2ForCausalLM`` and ``MistralForCausalLM`` (or a peft model
+around one) whose projections are plain ``nn.Linear`` or LoRA layers (adapters folded into the
+weights for the rollout; no DoRA, no quantisation), full attention on every layer and no
 ``pretraining_tp``. Anything else returns ``None`` from ``LeanDecoder.build`` and the sampler uses
 the transformers forward.
 """
@@ -26,8 +27,41 @@ Tensor = torch.Tensor
 SUPPORTED = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
 
 
+def unwrap(model):
+    """The transformers model inside a peft ``PeftModel`` (the model itself otherwise)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def linear_weights(m: nn.Module) -> tuple[Tensor, Tensor | None] | None:
+    """(weight, bias) that ``m`` applies: a plain ``nn.Linear``, or a peft LoRA layer with its
+    active adapters folded in (W + scale * B A, computed from the current weights); None for
+    anything else (DoRA, LoRA biases, quantised layers)."""
+    if type(m) is nn.Linear:
+        return m.weight, m.bias
+    base = getattr(m, "base_layer", None)
+    if type(base) is not nn.Linear or not hasattr(m, "get_delta_weight"):
+        return None
+    if getattr(m, "merged", False) or getattr(m, "disable_adapters", False):
+        return base.weight, base.bias
+    adapters = [a for a in m.active_adapters if a in m.lora_A]
+    if any(getattr(m, "use_dora", {}).get(a) or getattr(m, "lora_bias", {}).get(a) for a in adapters):
+        return None
+    weight = base.weight
+    for a in adapters:
+        weight = weight + m.get_delta_weight(a)
+    return weight, base.bias
+
+
+def _linears(model) -> list[nn.Module]:
+    return [m for layer in model.model.layers
+            for m in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
+                      layer.self_attn.o_proj, layer.mlp.gate_proj, layer.mlp.up_proj,
+                      layer.mlp.down_proj)] + [model.lm_head]
+
+
 def supports(model) -> bool:
     """True if ``LeanDecoder`` reproduces ``model``'s forward (see the module docstring)."""
+    model = unwrap(model)
     cfg = getattr(model, "config", None)
     if type(model).__name__ not in SUPPORTED or cfg is None:
         return False
@@ -37,18 +71,16 @@ def supports(model) -> bool:
         return False
     if type(model).__name__ == "MistralForCausalLM" and getattr(cfg, "sliding_window", None):
         return False
-    linears = [m for layer in model.model.layers
-               for m in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
-                         layer.self_attn.o_proj, layer.mlp.gate_proj, layer.mlp.up_proj,
-                         layer.mlp.down_proj)] + [model.lm_head]
-    return all(type(m) is nn.Linear for m in linears)
+    return all(linear_weights(m) is not None for m in _linears(model))
 
 
-def _cat_bias(*linears: nn.Linear) -> Tensor | None:
-    if all(m.bias is None for m in linears):
-        return None
-    return torch.cat([m.bias if m.bias is not None else m.weight.new_zeros(m.out_features)
-                      for m in linears])
+def _fuse(*linears: nn.Module) -> tuple[Tensor, Tensor | None]:
+    """One (weight, bias) for several linears applied to the same input (outputs concatenated)."""
+    pairs = [linear_weights(m) for m in linears]
+    weight = torch.cat([w for w, _ in pairs]) if len(pairs) > 1 else pairs[0][0]
+    if all(b is None for _, b in pairs):
+        return weight, None
+    return weight, torch.cat([b if b is not None else w.new_zeros(w.shape[0]) for w, b in pairs])
 
 
 class LeanDecoder:
@@ -60,6 +92,7 @@ class LeanDecoder:
         return cls(model, prompt_mask, positions, max_slots) if supports(model) else None
 
     def __init__(self, model, prompt_mask: Tensor, positions: Tensor, max_slots: int):
+        model = unwrap(model)
         cfg, inner = model.config, model.model
         self.model, self.inner = model, inner
         self.H, self.K = cfg.num_attention_heads, cfg.num_key_value_heads
@@ -68,19 +101,20 @@ class LeanDecoder:
         self.act = inner.layers[0].mlp.act_fn
         B, P = prompt_mask.shape
         w = inner.embed_tokens.weight
-        # Fused copies of the current weights, rebuilt for every rollout: q/k/v in one matrix
-        # (the attention scale folded into q), gate/up in one.
-        self.qkv, self.gate_up = [], []
+        # Fused copies of the current weights (LoRA adapters folded in), rebuilt for every
+        # rollout: q/k/v in one matrix (the attention scale folded into q), gate/up in one.
+        self.qkv, self.o, self.gate_up, self.down = [], [], [], []
+        q_rows = self.H * self.d
         for layer in inner.layers:
             a, m = layer.self_attn, layer.mlp
-            weight, bias = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]), \
-                _cat_bias(a.q_proj, a.k_proj, a.v_proj)
-            q_rows = self.H * self.d
+            weight, bias = _fuse(a.q_proj, a.k_proj, a.v_proj)
             weight = torch.cat([weight[:q_rows] * self.scale, weight[q_rows:]])
             bias = None if bias is None else torch.cat([bias[:q_rows] * self.scale, bias[q_rows:]])
             self.qkv.append((weight, bias))
-            self.gate_up.append((torch.cat([m.gate_proj.weight, m.up_proj.weight]),
-                                 _cat_bias(m.gate_proj, m.up_proj)))
+            self.o.append(_fuse(a.o_proj))
+            self.gate_up.append(_fuse(m.gate_proj, m.up_proj))
+            self.down.append(_fuse(m.down_proj))
+        self.head = _fuse(model.lm_head)
         n = len(inner.layers)
         self.k_cache = w.new_zeros(n, B, self.K, max_slots, self.d)           # [n, B, K, S, d]
         self.v_cache = torch.zeros_like(self.k_cache)
@@ -144,7 +178,7 @@ class LeanDecoder:
                                                    values.repeat_interleave(H // K, 1),
                                                    attn_mask=mask, scale=1.0)   # scale is in q
             o = o.reshape(B, H, T, d).transpose(1, 2).reshape(B, T, H * d)
-            x = x + layer.self_attn.o_proj(o)
+            x = x + F.linear(o, *self.o[i])
             g, u = F.linear(layer.post_attention_layernorm(x), *self.gate_up[i]).chunk(2, dim=-1)
-            x = x + layer.mlp.down_proj(self.act(g) * u)
-        return self.model.lm_head(self.inner.norm(x[:, -1]))                 # [B, V]
+            x = x + F.linear(self.act(g) * u, *self.down[i])
+        return F.linear(self.inner.norm(x[:, -1]), *self.head)               # [B, V]

@@ -122,6 +122,14 @@ class AdapterDisabled(torch.nn.Module):
         super().__init__()
         self._policy = [policy]                   # a list: not registered as a submodule
 
+    @property
+    def config(self):
+        return self._policy[0].config
+
+    @property
+    def dtype(self):
+        return self._policy[0].dtype
+
     def forward(self, *args, **kwargs):
         policy = self._policy[0]
         with policy.disable_adapter():

@@ -76,7 +76,7 @@ def packed_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completion_i
         return None
     ids, positions, segment, pred = pack(prompt_ids, prompt_mask, completion_ids, completion_mask,
                                          starts, T)
-    dtype = next(model.parameters()).dtype
+    dtype = getattr(model, "dtype", None) or next(model.parameters()).dtype
     mask = attention_mask(segment, dtype)                                      # [G, 1, T, T]
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits  # [G, T, V]
     rows = torch.repeat_interleave(torch.arange(G, device=ids.device),

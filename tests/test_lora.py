@@ -59,3 +59,36 @@ def test_lora_reference_is_the_base_model(tiny_model_dir, tmp_path):
         policy_lp = completion_logprobs(policy, *args)
     assert torch.allclose(ref_lp, base_lp, atol=1e-6)
     assert not torch.allclose(policy_lp, base_lp, atol=1e-3)
+
+
+def test_lean_decoder_samples_lora_policy_like_transformers(tiny_model_dir, tmp_path, monkeypatch):
+    """LoRA policies sample on the lean decoder (adapters folded into its weights): the same
+    tokens and log-probs as the peft/transformers forward; the adapter-off reference packs."""
+    from accelerate import Accelerator
+    from transformers import AutoTokenizer
+
+    from scorealign import packing, rollout
+    from scorealign.decoder import supports
+    from scorealign.models import load_models
+
+    model = tiny_model_dir("llama")
+    cfg = TrainConfig(model=model, lora_r=4, output_dir=str(tmp_path))
+    policy, ref, _ = load_models(cfg, tmp_path, Accelerator(cpu=True))
+    for n, p in policy.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.5)
+    policy.eval()
+    assert supports(policy) and packing.supports_packing(ref)
+    tok = AutoTokenizer.from_pretrained(model)
+    ids, mask = rollout.tokenize_prompts(tok, ["hello", "one two three"], 64, [True] * 2)
+    ids, mask = ids.repeat_interleave(2, 0), mask.repeat_interleave(2, 0)
+    u = torch.rand(4, 10, generator=torch.Generator().manual_seed(0))
+    args = (policy, ids, mask, u, rollout.eos_token_ids(tok, policy), rollout.pad_token_id(tok))
+    lean = rollout.sample(*args)
+    monkeypatch.setattr(rollout.LeanDecoder, "build", classmethod(lambda cls, *a: None))
+    hf = rollout.sample(*args)
+    assert torch.equal(lean[0], hf[0]) and torch.allclose(lean[2], hf[2], atol=1e-5)
+    with torch.no_grad():
+        packed = rollout.completion_logprobs(ref, ids, mask, lean[0], lean[1])
+        padded = rollout.completion_logprobs(ref, ids, mask, lean[0], lean[1], pack=False)
+    assert torch.allclose(packed, padded, atol=1e-5)
