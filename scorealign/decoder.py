@@ -29,7 +29,7 @@ SUPPORTED = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
 
 def unwrap(model):
     """The transformers model inside a peft ``PeftModel`` (the model itself otherwise)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+    return model.get_base_model() if hasattr(model, "peft_config") else model
 
 
 def linear_weights(m: nn.Module) -> tuple[Tensor, Tensor | None] | None:

@@ -130,6 +130,9 @@ class AdapterDisabled(torch.nn.Module):
     def dtype(self):
         return self._policy[0].dtype
 
+    def get_base_model(self):
+        return self._policy[0].get_base_model()
+
     def forward(self, *args, **kwargs):
         policy = self._policy[0]
         with policy.disable_adapter():

@@ -18,6 +18,7 @@ adjacent rows share a prompt, or when the packed layout costs more arithmetic th
 
 from __future__ import annotations
 
+import inspect
 from itertools import pairwise
 
 import torch
@@ -26,6 +27,13 @@ Tensor = torch.Tensor
 # transformers model types whose decoder builds its mask with ``create_causal_mask`` (a 4D mask
 # is used as given) and takes 2D ``position_ids`` for rotary embeddings.
 PACKABLE = ("llama", "qwen2", "qwen3", "mistral", "gemma", "olmo2", "granite")
+
+
+def accepts_logits_to_keep(model) -> bool:
+    """True if the causal LM's forward takes ``logits_to_keep`` (the LM head only where needed)."""
+    inner = getattr(model, "module", model)
+    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+    return "logits_to_keep" in inspect.signature(type(inner).forward).parameters
 
 
 def supports_packing(model) -> bool:
@@ -37,7 +45,8 @@ def supports_packing(model) -> bool:
     if getattr(cfg, "_attn_implementation", None) not in ("sdpa", "eager"):
         return False
     window = getattr(cfg, "sliding_window", None) if getattr(cfg, "use_sliding_window", True) else None
-    return not window and all(t == "full_attention" for t in getattr(cfg, "layer_types", None) or [])
+    return (not window and accepts_logits_to_keep(model)
+            and all(t == "full_attention" for t in getattr(cfg, "layer_types", None) or []))
 
 
 def prompt_groups(prompt_ids: Tensor, prompt_mask: Tensor) -> list[int]:
@@ -78,7 +87,10 @@ def packed_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completion_i
                                          starts, T)
     dtype = getattr(model, "dtype", None) or next(model.parameters()).dtype
     mask = attention_mask(segment, dtype)                                      # [G, 1, T, T]
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits  # [G, T, V]
+    keep = torch.unique(pred[completion_mask.bool()])                         # [K] sorted
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                   logits_to_keep=keep).logits                                 # [G, K, V]
+    pred = torch.searchsorted(keep, pred).clamp(max=len(keep) - 1)            # padding: any
     rows = torch.repeat_interleave(torch.arange(G, device=ids.device),
                                    torch.tensor([e - s for s, e in pairwise(starts)],
                                                 device=ids.device))            # [B]

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from .batch import Rollout
 from .decoder import LeanDecoder
-from .packing import packed_logprobs
+from .packing import accepts_logits_to_keep, packed_logprobs
 
 Tensor = torch.Tensor
 
@@ -149,8 +149,10 @@ def completion_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completi
             return packed
     ids = torch.cat([prompt_ids, completion_ids], 1)                    # [B, P + C]
     mask = torch.cat([prompt_mask, completion_mask], 1)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)).logits
-    logits = logits[:, prompt_ids.shape[1] - 1:-1].float() / temperature  # [B, C, V]
+    C = completion_ids.shape[1]
+    keep = {"logits_to_keep": C + 1} if accepts_logits_to_keep(model) else {}   # LM head on C + 1
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), **keep).logits
+    logits = logits[:, -C - 1:-1].float() / temperature                # [B, C, V]
     picked = logits.gather(2, completion_ids.unsqueeze(2)).squeeze(2)
     return (picked - torch.logsumexp(logits, dim=-1)) * completion_mask
 
