@@ -32,3 +32,17 @@ def test_benchmark_worker_runs_one_step(worker, tiny_model_dir, tmp_path):
     assert len(res["step_s"]) == 2 and res["peak_rss_mb"] > 0
     row = bench.summarise(res, 8)
     assert row["per_s"] > 0 and json.dumps(row)
+
+
+def test_repeated_runs_interleave_and_report_the_median(monkeypatch, tmp_path):
+    bench = load("bench_vs_trl")
+    order, times = [], iter([3.0, 1.0, 2.0, 9.0, 1.5, 4.0])
+    monkeypatch.setattr(bench, "run_worker", lambda spec, python, workdir: order.append(
+        spec["worker"]) or {"step_s": [next(times)] * 2, "tokens": [1.0] * 2, "reward": [],
+                            "peak_rss_mb": 1.0, "base_rss_mb": 0.5})
+    args = type("A", (), {"repeats": 3, "workdir": tmp_path})()
+    jobs = {"a": ({"worker": "a"}, "py", 8, "A"), "b": ({"worker": "b"}, "py", 8, "B")}
+    done = bench.run_interleaved(jobs, args)
+    assert order == ["a", "b"] * 3                                   # interleaved
+    assert done["a"]["step_s"] == 2.0 and done["b"]["step_s"] == 4.0  # medians of 3, 2, 1.5 / 1, 9, 4
+    assert done["a"]["repeats_step_s"] == [1.5, 2.0, 3.0]

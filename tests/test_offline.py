@@ -233,3 +233,41 @@ def test_offline_errors(tmp_path):
         TrainConfig(algo="rloo", source="offline")
     with pytest.raises(ConfigError, match="whole groups of 2"):
         TrainConfig(algo="dpo", micro_batch_size=3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo, port", [("dpo", 29551), ("copg", 29552)])
+def test_two_processes_match_one_for_grouped_losses(algo, port, tiny_model_dir, pair_file,
+                                                    tmp_path):
+    """torchrun --nproc_per_node 2 (gloo): DPO pairs (offline, cached reference) and online CoPG
+    groups split over two processes give one process's update (the loss is a mean over the
+    GLOBAL groups); the forward packs each group in both runs."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from scorealign.config import save_config
+
+    extra = (dict(dataset=str(pair_file)) if algo == "dpo"
+             else dict(k=2, rewards=("builtin:length",)))
+    cfg = TrainConfig(model=tiny_model_dir("llama"), algo=algo, beta=0.1, lr=1e-3, steps=2,
+                      prompts_per_step=4, micro_batch_size=2, max_new_tokens=6,
+                      output_dir=str(tmp_path / "one"), **extra)
+    one = train(cfg)
+    save_config(cfg, tmp_path / "cfg.yaml")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(port), "-m", "scorealign.cli", "train", str(tmp_path / "cfg.yaml"),
+           "--output_dir", str(tmp_path / "two")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = load_file(str(one / "final" / "model.safetensors"))
+    b = load_file(str(tmp_path / "two" / "final" / "model.safetensors"))
+    assert max((a[n] - b[n]).abs().max().item() for n in a) < 1e-5
+    assert max((a[n] - load_file(str(Path(tiny_model_dir("llama")) / "model.safetensors"))[n]
+                ).abs().max().item() for n in a) > 1e-4                # and it trained
+    keys = ("loss/policy",)
+    assert ([r[k] for r in read_jsonl(one / "metrics.jsonl") for k in keys] == pytest.approx(
+        [r[k] for r in read_jsonl(tmp_path / "two" / "metrics.jsonl") for k in keys], abs=1e-5))
