@@ -25,6 +25,7 @@ from .data import PRIVATE_KEYS, Row, load_sft, render_prompt, row_fields, row_lo
 from .errors import ConfigError, DataError
 from .models import load_causal_lm, quiet_transformers
 from .rewards import rewards_from_specs, score_batch
+from .sandbox import SandboxLimits
 from .rollout import eos_token_ids, pad_token_id, sample, tokenize_prompts
 
 SAMPLE_FIELDS = ("prompt", "completion", "sample_index", "truncated")  # win over input columns
@@ -73,6 +74,9 @@ class ScoreConfig:
     rewards: tuple[str, ...] = ("builtin:count:yes",)  # py:mod:fn | file:path.py:fn | model:path | builtin:name[:arg]
     reward_weights: tuple[float, ...] | None = None  # one weight per reward source (default 1.0 each)
     on_reward_error: str = "fail"  # fail | skip (rows whose reward fails or is not finite are left out)
+    reward_sandbox: bool = True  # py:/file: rewards run in a worker process (README, Reward sources)
+    reward_timeout: float = 60.0  # seconds per reward call before the worker is stopped
+    reward_memory_mb: int = 4096  # address-space limit of the reward worker (0: none)
     batch_size: int = 64  # rows per reward call
     output: str = "scored.jsonl"  # output JSONL in the long format of offline CoPG (prompt, completion, score)
 
@@ -208,7 +212,9 @@ def run_score(cfg: ScoreConfig, reward=None) -> Path:
     """Score ``cfg.dataset`` with ``reward`` (default: ``cfg.rewards``); write ``cfg.output``."""
     rows = load_sft(cfg.dataset, cfg.dataset_split)   # prompt + completion, validated per row
     weights = list(cfg.reward_weights) if cfg.reward_weights is not None else None
-    source = reward or rewards_from_specs(list(cfg.rewards), weights)
+    sandbox = (SandboxLimits(cfg.reward_timeout, cfg.reward_memory_mb) if cfg.reward_sandbox
+               else None)
+    source = reward or rewards_from_specs(list(cfg.rewards), weights, sandbox)
     t0 = time.perf_counter()
     out, skipped = score_rows(source, rows, cfg.batch_size, cfg.on_reward_error)
     write_jsonl(cfg.output, out)

@@ -1,6 +1,7 @@
 """Shared-prompt packing (``scorealign/packing.py``): same log-probs and gradients as one padded
 row per completion, and the fallbacks."""
 
+import pytest
 import torch
 
 from scorealign import packing
@@ -8,10 +9,10 @@ from scorealign.rollout import completion_logprobs, pad_rows
 from scorealign.tiny import build_tiny_model
 
 
-def _model(tmp_path, attn="sdpa"):
+def _model(tmp_path, attn="sdpa", arch="llama"):
     from transformers import AutoModelForCausalLM
 
-    path = build_tiny_model(tmp_path / "m", arch="llama", hidden=32, layers=2, heads=4, seed=0)
+    path = build_tiny_model(tmp_path / "m", arch=arch, hidden=32, layers=2, heads=4, seed=0)
     model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn)
     return model.float()
 
@@ -35,9 +36,10 @@ def _grads(model, lp):
     return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
 
 
-def test_packed_equals_padded_logprobs_and_gradients(tmp_path):
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_packed_equals_padded_logprobs_and_gradients(tmp_path, arch):
     for attn in ("sdpa", "eager"):
-        model = _model(tmp_path / attn, attn)
+        model = _model(tmp_path / attn, attn, arch)
         batch = _batch(GROUPS)
         packed = packing.packed_logprobs(model, *batch, temperature=0.7)
         assert packed is not None, "packing should apply: groups share prompts"

@@ -105,3 +105,22 @@ def test_train_config_limits():
     with pytest.raises(ConfigError, match="reward_timeout"):
         TrainConfig(reward_timeout=0)
     assert TrainConfig().reward_sandbox
+
+
+def test_training_with_a_sandboxed_file_reward(code, tiny_model_dir, tmp_path):
+    """The loop scores through the worker; a reward that exceeds reward_timeout with
+    on_reward_error=skip costs one timeout per step and skips the step's rows, not the run."""
+    import json
+
+    from scorealign.config import TrainConfig
+    from scorealign.train import train
+
+    def run(name, fn, **kw):
+        cfg = TrainConfig(model=tiny_model_dir("llama"), dataset="toy", steps=1, k=2,
+                          prompts_per_step=2, micro_batch_size=4, max_new_tokens=4,
+                          rewards=(f"file:{code}:{fn}",), output_dir=str(tmp_path / name), **kw)
+        return json.loads((train(cfg) / "metrics.jsonl").read_text().splitlines()[0])
+
+    assert run("ok", "exclaim")["reward/skipped"] == 0
+    row = run("slow", "slow", reward_timeout=1.0, on_reward_error="skip")
+    assert row["reward/skipped"] == 4
