@@ -1,7 +1,5 @@
 """Shared-prompt packing: one forward pass per PROMPT, not per completion.
 
-Several short groups may share a row (``layout``), each seeing only its own prompt and tokens.
-
 The k completions of a prompt (RLOO, CoPG, PPO groups; DPO/IPO's chosen and rejected) are
 usually run as k rows that each repeat the prompt, padded to the longest row. Packed, a group is
 one row ``[prompt, y_1, y_2, ..., y_k]`` with an attention mask under which each ``y_j`` sees the
@@ -70,7 +68,7 @@ def layer_cost(cfg, tokens: int, context: int) -> float:
 
 def packed_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
                     completion_mask: Tensor, temperature: float) -> Tensor | None:
-    """``rollout.completion_logprobs`` computed on packed rows of prompt groups; None when
+    """``rollout.completion_logprobs`` computed with one packed row per shared prompt; None when
     packing does not apply or does not pay (see the module docstring). Shapes as there:
     [B, P], [B, P], [B, C], [B, C] -> [B, C]."""
     if not supports_packing(model):
@@ -81,92 +79,59 @@ def packed_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completion_i
         return None
     p_len, c_len = prompt_mask.sum(1), completion_mask.sum(1)                 # [B], [B]
     group_len = [int(p_len[s]) + int(c_len[s:e].sum()) for s, e in pairwise(starts)]
+    T, width = max(group_len), prompt_ids.shape[1] + completion_ids.shape[1]
     cfg = getattr(model, "module", model).config
-    bins, T = layout(group_len, cfg)
-    width = prompt_ids.shape[1] + completion_ids.shape[1]
-    if layer_cost(cfg, len(bins) * T, T) >= layer_cost(cfg, B * width, width):
+    if layer_cost(cfg, G * T, T) >= layer_cost(cfg, B * width, width):
         return None
-    ids, positions, segment, group, pred, row_of = pack(
-        prompt_ids, prompt_mask, completion_ids, completion_mask, starts, bins, T)
+    ids, positions, segment, pred = pack(prompt_ids, prompt_mask, completion_ids, completion_mask,
+                                         starts, T)
     dtype = getattr(model, "dtype", None) or next(model.parameters()).dtype
-    mask = attention_mask(segment, group, dtype)                               # [R, 1, T, T]
+    mask = attention_mask(segment, dtype)                                      # [G, 1, T, T]
     keep = torch.unique(pred[completion_mask.bool()])                         # [K] sorted
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                   logits_to_keep=keep).logits                                 # [R, K, V]
+                   logits_to_keep=keep).logits                                 # [G, K, V]
     pred = torch.searchsorted(keep, pred).clamp(max=len(keep) - 1)            # padding: any
-    logits = logits[row_of[:, None], pred].float() / temperature              # [B, C, V]
+    rows = torch.repeat_interleave(torch.arange(G, device=ids.device),
+                                   torch.tensor([e - s for s, e in pairwise(starts)],
+                                                device=ids.device))            # [B]
+    logits = logits[rows[:, None], pred].float() / temperature                # [B, C, V]
     picked = logits.gather(2, completion_ids.unsqueeze(2)).squeeze(2)
     return (picked - torch.logsumexp(logits, dim=-1)) * completion_mask
 
 
-def layout(group_len: list[int], cfg) -> tuple[list[list[int]], int]:
-    """Groups -> packed rows (lists of group indices) and the row length T: first-fit decreasing
-    into rows of capacity m x the longest group, m chosen by ``layer_cost`` (several short
-    groups per row drop the padding between them; long rows make attention quadratic)."""
-    order = sorted(range(len(group_len)), key=lambda g: -group_len[g])
-    best = None
-    for m in range(1, len(group_len) + 1):
-        cap, bins, fill = m * group_len[order[0]], [], []
-        for g in order:
-            i = next((i for i, f in enumerate(fill) if f + group_len[g] <= cap), None)
-            if i is None:
-                bins.append([])
-                fill.append(0)
-                i = len(bins) - 1
-            bins[i].append(g)
-            fill[i] += group_len[g]
-        T = max(fill)
-        cost = layer_cost(cfg, len(bins) * T, T)
-        if best is not None and cost >= best[0]:
-            break                                # costs rise once rows stop getting fuller
-        best = (cost, [sorted(b) for b in bins], T)
-    return best[1], best[2]
-
-
-def pack(prompt_ids, prompt_mask, completion_ids, completion_mask, starts: list[int],
-         bins: list[list[int]], T: int):
-    """The packed rows: ids, positions, segment (0 prompt, j >= 1 the j-th completion of its
-    group, -1 padding) and group (the prompt group, -1 padding), each [R, T]; pred [B, C], the
-    index in its packed row whose logits predict each completion token (the prompt's last
-    token for the first one); row_of [B], the packed row of each batch row."""
-    R, (B, C) = len(bins), completion_ids.shape
+def pack(prompt_ids, prompt_mask, completion_ids, completion_mask, starts: list[int], T: int):
+    """The packed rows: ids [G, T], positions [G, T], segment [G, T] (0 prompt, j >= 1 the j-th
+    completion, -1 padding) and pred [B, C], the packed index whose logits predict each
+    completion token (the prompt's last token for the first one)."""
+    G, (B, C) = len(starts) - 1, completion_ids.shape
     device = prompt_ids.device
-    ids = torch.zeros(R, T, dtype=torch.long, device=device)
-    positions = torch.zeros(R, T, dtype=torch.long, device=device)
-    segment = torch.full((R, T), -1, dtype=torch.long, device=device)
-    group = torch.full((R, T), -1, dtype=torch.long, device=device)
+    ids = torch.zeros(G, T, dtype=torch.long, device=device)
+    positions = torch.zeros(G, T, dtype=torch.long, device=device)
+    segment = torch.full((G, T), -1, dtype=torch.long, device=device)
     pred = torch.zeros(B, C, dtype=torch.long, device=device)
-    row_of = torch.zeros(B, dtype=torch.long, device=device)
     steps = torch.arange(C, device=device)
-    for row, members in enumerate(bins):
-        at = 0
-        for g in members:
-            s, e = starts[g], starts[g + 1]
-            prompt = prompt_ids[s][prompt_mask[s].bool()]
-            n = prompt.numel()
-            ids[row, at:at + n], positions[row, at:at + n] = prompt, torch.arange(n, device=device)
-            segment[row, at:at + n], group[row, at:at + n] = 0, g
-            last, at = at + n - 1, at + n
-            for j, r in enumerate(range(s, e)):
-                m = int(completion_mask[r].sum())
-                ids[row, at:at + m] = completion_ids[r, :m]
-                positions[row, at:at + m] = torch.arange(n, n + m, device=device)
-                segment[row, at:at + m], group[row, at:at + m] = j + 1, g
-                pred[r] = torch.where(steps == 0, last, at + steps - 1).clamp(0, T - 1) * (steps < m)
-                row_of[r] = row
-                at += m
-    return ids, positions, segment, group, pred, row_of
+    for g, (s, e) in enumerate(pairwise(starts)):
+        prompt = prompt_ids[s][prompt_mask[s].bool()]
+        n = prompt.numel()
+        ids[g, :n], positions[g, :n], segment[g, :n] = prompt, torch.arange(n, device=device), 0
+        at = n
+        for j, r in enumerate(range(s, e)):
+            m = int(completion_mask[r].sum())
+            ids[g, at:at + m] = completion_ids[r, :m]
+            positions[g, at:at + m] = torch.arange(n, n + m, device=device)
+            segment[g, at:at + m] = j + 1
+            pred[r] = torch.where(steps == 0, n - 1, at + steps - 1).clamp(0, T - 1) * (steps < m)
+            at += m
+    return ids, positions, segment, pred
 
 
-def attention_mask(segment: Tensor, group: Tensor, dtype: torch.dtype) -> Tensor:
-    """[R, T] segments and groups -> [R, 1, T, T] additive mask: a query sees earlier keys of its
-    own group's prompt and of its own completion; padding queries see themselves only (no
-    empty softmax rows)."""
+def attention_mask(segment: Tensor, dtype: torch.dtype) -> Tensor:
+    """[G, T] segments -> [G, 1, T, T] additive mask: a query sees earlier keys of the prompt and
+    of its own segment; padding queries see themselves only (no empty softmax rows)."""
     T = segment.shape[1]
     idx = torch.arange(T, device=segment.device)
-    q, kv = segment[:, :, None], segment[:, None, :]                           # [R, T, 1], [R, 1, T]
-    same_group = (group[:, :, None] == group[:, None, :]) & (group[:, None, :] >= 0)
-    allowed = (idx[:, None] >= idx[None, :]) & same_group & ((kv == 0) | (kv == q)) & (q >= 0)
+    q, kv = segment[:, :, None], segment[:, None, :]                           # [G, T, 1], [G, 1, T]
+    allowed = (idx[:, None] >= idx[None, :]) & (kv >= 0) & ((kv == 0) | (kv == q)) & (q >= 0)
     allowed |= torch.eye(T, dtype=torch.bool, device=segment.device)
     return torch.zeros(allowed.shape, dtype=dtype, device=segment.device).masked_fill(
         ~allowed, torch.finfo(dtype).min)[:, None]

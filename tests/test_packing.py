@@ -78,30 +78,3 @@ def test_prompt_groups_ignores_padding_ids():
     ids = torch.tensor([[0, 5, 6], [9, 5, 6], [5, 5, 6], [0, 0, 6]])
     mask = torch.tensor([[0, 1, 1], [0, 1, 1], [1, 1, 1], [0, 0, 1]])
     assert packing.prompt_groups(ids, mask) == [0, 2, 3, 4]
-
-
-@pytest.mark.parametrize("bins", [[[0, 2], [1, 3]], [[0, 1, 2, 3]]])
-def test_several_groups_per_packed_row(tmp_path, monkeypatch, bins):
-    """Groups sharing a row see neither each other's prompt nor completions."""
-    model = _model(tmp_path)
-    batch = _batch(GROUPS)
-    lens = [len(p) + sum(len(c) for c in cs) for p, cs in GROUPS]
-    T = max(sum(lens[g] for g in b) for b in bins)
-    monkeypatch.setattr(packing, "layout", lambda group_len, cfg: (bins, T))
-    monkeypatch.setattr(packing, "layer_cost", lambda cfg, tokens, context: tokens)  # always pack
-    packed = packing.packed_logprobs(model, *batch, temperature=1.0)
-    padded = completion_logprobs(model, *batch, pack=False)
-    torch.testing.assert_close(packed, padded, atol=1e-5, rtol=1e-5)
-
-
-def test_layout_shares_rows_only_when_it_saves_arithmetic():
-    from types import SimpleNamespace
-
-    cfg = SimpleNamespace(hidden_size=512, num_attention_heads=8, num_key_value_heads=8,
-                          head_dim=64, intermediate_size=1024)
-    bins, T = packing.layout([45, 41, 38, 50], cfg)          # uneven: 2 rows of 2 beat 4 padded
-    assert bins == [[0, 3], [1, 2]] and T == 95
-    bins, T = packing.layout([40] * 8, cfg)                   # even: nothing to save
-    assert len(bins) == 8 and T == 40
-    bins, T = packing.layout([4000, 3900], cfg)               # long: attention would dominate
-    assert bins == [[0], [1]] and T == 4000
