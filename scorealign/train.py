@@ -147,9 +147,11 @@ def optimise(batch, algo, cfg: TrainConfig, policy, value_model, optimizer, acce
     world, device = accelerator.num_processes, accelerator.device
     trained = [m for m in (policy, value_model) if m is not None]
     group = batch.k if algo.grouped else 1
-    # whole prompt groups per micro-batch where that splits evenly: the forward packs them
-    packed = group if algo.grouped or algo.select is not None or cfg.num_minibatches > 1 or \
-        cfg.micro_batch_size % batch.k or batch.size % batch.k else batch.k
+    # Micro-batches of whole prompt groups (the forward packs each group into one row) where
+    # rows are still in groups (no RAFT selection, one minibatch) and the sizes divide evenly.
+    whole_groups = (algo.select is None and cfg.num_minibatches == 1
+                    and cfg.micro_batch_size % batch.k == 0 and batch.size % batch.k == 0)
+    packed = batch.k if whole_groups else group
     totals, n_updates = {}, cfg.num_epochs * cfg.num_minibatches
     reuse = n_updates > 1
     for epoch in range(cfg.num_epochs):
