@@ -17,11 +17,11 @@ Errors in the user's input print one line and exit with status 2 (no traceback).
 
 from __future__ import annotations
 
-import json
+import importlib
 import sys
 from pathlib import Path
 
-from .config import TrainConfig, field_help, load_config, parse_overrides
+from .config import TrainConfig, field_help, load_config
 from .errors import ConfigError, UserError
 
 USAGE = __doc__.split("\n\n")[1]
@@ -68,64 +68,19 @@ def cmd_train(args: list[str]) -> int:
     return 0
 
 
-def cmd_demo(args: list[str]) -> int:
-    from .demo import main as demo_main
-
-    return demo_main(args)
-
-
-def cmd_bandit(args: list[str]) -> int:
-    from .bandit import main as bandit_main
-
-    return bandit_main(args)
+# command -> "module:function" taking the argument list; imported only when run (fast --help).
+LAZY = {"demo": "demo:main", "bandit": "bandit:main", "sft": "sft:main",
+        "reward-model": "reward_model:main", "sample": "tools:main_sample",
+        "score": "tools:main_score", "eval-safety": "safety:main", "eval-winrate": "winrate:main",
+        "synth-prefs": "synth:main"}
+COMMANDS = ["train", *LAZY]
 
 
-def cmd_reward_model(args: list[str]) -> int:
-    from .reward_model import main as reward_model_main
-
-    return reward_model_main(args)
-
-
-def cmd_sft(args: list[str]) -> int:
-    from .sft import main as sft_main
-
-    return sft_main(args)
-
-
-def cmd_sample(args: list[str]) -> int:
-    from .tools import main_sample
-
-    return main_sample(args)
-
-
-def cmd_score(args: list[str]) -> int:
-    from .tools import main_score
-
-    return main_score(args)
-
-
-def cmd_eval_safety(args: list[str]) -> int:
-    from .safety import main as safety_main
-
-    return safety_main(args)
-
-
-def cmd_eval_winrate(args: list[str]) -> int:
-    from .winrate import main as winrate_main
-
-    return winrate_main(args)
-
-
-def cmd_synth_prefs(args: list[str]) -> int:
-    from .synth import main as synth_main
-
-    return synth_main(args)
-
-
-COMMANDS = {"train": cmd_train, "demo": cmd_demo, "bandit": cmd_bandit,
-            "sft": cmd_sft, "reward-model": cmd_reward_model, "sample": cmd_sample, "score": cmd_score,
-            "eval-safety": cmd_eval_safety, "eval-winrate": cmd_eval_winrate,
-            "synth-prefs": cmd_synth_prefs}
+def run_command(name: str, args: list[str]) -> int:
+    if name == "train":
+        return cmd_train(args)
+    module, function = LAZY[name].split(":")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), function)(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     try:
-        return COMMANDS[argv[0]](argv[1:])
+        return run_command(argv[0], argv[1:])
     except UserError as e:
         print(f"scorealign: error: {e}", file=sys.stderr)
         return 2
