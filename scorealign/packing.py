@@ -18,6 +18,7 @@ adjacent rows share a prompt, or when the packed layout costs more arithmetic th
 
 from __future__ import annotations
 
+import functools
 import inspect
 from itertools import pairwise
 
@@ -33,7 +34,12 @@ def accepts_logits_to_keep(model) -> bool:
     """True if the causal LM's forward takes ``logits_to_keep`` (the LM head only where needed)."""
     inner = getattr(model, "module", model)
     inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
-    return "logits_to_keep" in inspect.signature(type(inner).forward).parameters
+    return _takes_logits_to_keep(type(inner))
+
+
+@functools.cache
+def _takes_logits_to_keep(cls: type) -> bool:
+    return "logits_to_keep" in inspect.signature(cls.forward).parameters
 
 
 def supports_packing(model) -> bool:

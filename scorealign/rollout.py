@@ -55,9 +55,8 @@ def eos_token_ids(tokenizer, model) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
-def sample_tokens(logp: Tensor, uniforms: Tensor, top_p: float) -> Tensor:
-    """Inverse-CDF sampling from log-probs [B, V] with one uniform per row [B] -> [B] token ids."""
-    probs = logp.exp()
+def sample_tokens(probs: Tensor, uniforms: Tensor, top_p: float) -> Tensor:
+    """Inverse-CDF sampling from probabilities [B, V] with one uniform per row [B] -> [B] ids."""
     if top_p < 1.0:
         sorted_p, order = probs.sort(dim=-1, descending=True)
         sorted_p = sorted_p * ((sorted_p.cumsum(-1) - sorted_p) < top_p)   # nucleus
@@ -117,11 +116,12 @@ def sample(model, prompt_ids: Tensor, prompt_mask: Tensor, uniforms: Tensor, eos
     logits, n = decoder.prefill(prompt_ids), max_new
     for t in range(max_new):
         logp = F.log_softmax(logits.float() / temperature, dim=-1)           # [B, V]
-        tok = sample_tokens(logp, uniforms[:, t], top_p)
+        probs = logp.exp()
+        tok = sample_tokens(probs, uniforms[:, t], top_p)
         alive = ~done
         tokens[:, t] = torch.where(alive, tok, pad_id)
         logps[:, t] = torch.where(alive, logp.gather(1, tok[:, None]).squeeze(1), 0.0)
-        entropies -= (logp.exp() * logp).sum(-1) * alive
+        entropies -= (probs * logp).sum(-1) * alive
         alive_steps[:, t] = alive
         done = done | torch.isin(tok, eos)
         if t == max_new - 1 or bool(done.all()):

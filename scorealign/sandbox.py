@@ -158,13 +158,12 @@ class SandboxedFunction:
 
     def start(self) -> None:
         """Start the worker and load the function there (a ConfigError if it cannot be loaded)."""
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # same imports
         self.proc = subprocess.Popen([sys.executable, "-m", "scorealign.sandbox"], env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.buffer = b""
         lim = self.limits
-        self.send({"spec": self.spec, "path": sys.path, "memory_mb": lim.memory_mb,
-                   "file_mb": lim.file_mb})
+        self.send({"spec": self.spec, "memory_mb": lim.memory_mb, "file_mb": lim.file_mb})
         reply = self.receive(max(lim.timeout_s, 60.0))
         if "config_error" in reply:
             self.close()
@@ -255,8 +254,7 @@ def worker() -> None:
     channel = os.fdopen(os.dup(1), "w", buffering=1)      # the protocol; user prints -> stderr
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    init = json.loads(sys.stdin.readline())
-    sys.path[:] = init["path"]
+    init = json.loads(sys.stdin.readline())             # sys.path: the parent's, via PYTHONPATH
     _limit(init["memory_mb"], init["file_mb"])
     try:
         fn = load_function(init["spec"])
