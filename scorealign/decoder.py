@@ -59,9 +59,9 @@ def _linears(model) -> list[nn.Module]:
                       layer.mlp.down_proj)] + [model.lm_head]
 
 
-def supports(model) -> bool:
-    """True if ``LeanDecoder`` reproduces ``model``'s forward (see the module docstring)."""
-    model = unwrap(model)
+def architecture_ok(model) -> bool:
+    """True for a Llama/Qwen2/Mistral causal LM (not wrapped) with full attention on every layer
+    and no ``pretraining_tp``: the equations ``LeanDecoder`` and ``forward.py`` implement."""
     cfg = getattr(model, "config", None)
     if type(model).__name__ not in SUPPORTED or cfg is None:
         return False
@@ -69,9 +69,13 @@ def supports(model) -> bool:
         return False
     if any(t != "full_attention" for t in getattr(cfg, "layer_types", None) or []):
         return False
-    if type(model).__name__ == "MistralForCausalLM" and getattr(cfg, "sliding_window", None):
-        return False
-    return all(linear_weights(m) is not None for m in _linears(model))
+    return not (type(model).__name__ == "MistralForCausalLM" and getattr(cfg, "sliding_window", None))
+
+
+def supports(model) -> bool:
+    """True if ``LeanDecoder`` reproduces ``model``'s forward (see the module docstring)."""
+    model = unwrap(model)
+    return architecture_ok(model) and all(linear_weights(m) is not None for m in _linears(model))
 
 
 def _fuse(*linears: nn.Module) -> tuple[Tensor, Tensor | None]:
@@ -81,6 +85,40 @@ def _fuse(*linears: nn.Module) -> tuple[Tensor, Tensor | None]:
     if all(b is None for _, b in pairs):
         return weight, None
     return weight, torch.cat([b if b is not None else w.new_zeros(w.shape[0]) for w, b in pairs])
+
+
+def rms_norm(norm: nn.Module, x: Tensor) -> Tensor:
+    """transformers' Llama RMSNorm (normalise in float32, cast back, scale) in one fused op."""
+    return norm.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=norm.variance_epsilon).to(x.dtype)
+
+
+# MKL's packed GEMM (what torch.compile's CPU backend uses for fp32 linears): the weight is
+# re-laid out once for products with a fixed number of rows. Private torch ops, so guarded.
+MKL_PACKED = torch._C.has_mkl and hasattr(torch.ops.mkl, "_mkl_linear")
+
+
+class Linear:
+    """y = x W^T + b for the decode steps, W prepared once per rollout for products with ``rows``
+    rows: MKL's packed layout on fp32 CPU (same results as ``F.linear``, ~1.5x faster at 32 rows
+    with the weights out of cache), else W^T stored contiguously (MKL's faster non-transposed
+    layout at few rows). Other row counts (the prefill) run unpacked."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None, rows: int):
+        self.bias, self.rows = bias, rows
+        self.packed = None
+        if MKL_PACKED and weight.device.type == "cpu" and weight.dtype == torch.float32:
+            self.weight = weight
+            self.packed = torch.ops.mkl._mkl_reorder_linear_weight(weight, rows)
+        else:
+            self.weight_t = weight.t().contiguous()                                 # [in, out]
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.packed is not None:
+            return torch.ops.mkl._mkl_linear(x, self.packed, self.weight, self.bias, self.rows)
+        rows = x.reshape(-1, x.shape[-1])                                        # [B * T, in]
+        out = rows @ self.weight_t if self.bias is None else torch.addmm(self.bias, rows,
+                                                                          self.weight_t)
+        return out.view(*x.shape[:-1], self.weight_t.shape[1])                   # [B, T, out]
 
 
 class LeanDecoder:
@@ -110,11 +148,11 @@ class LeanDecoder:
             weight, bias = _fuse(a.q_proj, a.k_proj, a.v_proj)
             weight = torch.cat([weight[:q_rows] * self.scale, weight[q_rows:]])
             bias = None if bias is None else torch.cat([bias[:q_rows] * self.scale, bias[q_rows:]])
-            self.qkv.append((weight, bias))
-            self.o.append(_fuse(a.o_proj))
-            self.gate_up.append(_fuse(m.gate_proj, m.up_proj))
-            self.down.append(_fuse(m.down_proj))
-        self.head = _fuse(model.lm_head)
+            self.qkv.append(Linear(weight, bias, B))
+            self.o.append(Linear(*_fuse(a.o_proj), B))
+            self.gate_up.append(Linear(*_fuse(m.gate_proj, m.up_proj), B))
+            self.down.append(Linear(*_fuse(m.down_proj), B))
+        self.head = Linear(*_fuse(model.lm_head), B)
         n = len(inner.layers)
         self.k_cache = w.new_zeros(n, B, self.K, max_slots, self.d)           # [n, B, K, S, d]
         self.v_cache = torch.zeros_like(self.k_cache)
@@ -162,7 +200,7 @@ class LeanDecoder:
         cos, sin = self.cos[at, :, start:end], self.sin[at, :, start:end]    # [B', 1, T, d]
         x = self.inner.embed_tokens(ids)                                      # [B, T, D]
         for i, layer in enumerate(self.inner.layers):
-            qkv = F.linear(layer.input_layernorm(x), *self.qkv[i])
+            qkv = self.qkv[i](rms_norm(layer.input_layernorm, x))
             qk, v = qkv.view(B, T, H + 2 * K, d).transpose(1, 2).split([H + K, K], dim=1)
             qk = qk * cos + qk.roll(d // 2, -1) * sin                         # rotary, q and k at once
             q, k = qk.split([H, K], dim=1)                                    # [B, H, T, d], [B, K, T, d]
@@ -178,7 +216,7 @@ class LeanDecoder:
                                                    values.repeat_interleave(H // K, 1),
                                                    attn_mask=mask, scale=1.0)   # scale is in q
             o = o.reshape(B, H, T, d).transpose(1, 2).reshape(B, T, H * d)
-            x = x + F.linear(o, *self.o[i])
-            g, u = F.linear(layer.post_attention_layernorm(x), *self.gate_up[i]).chunk(2, dim=-1)
-            x = x + F.linear(self.act(g) * u, *self.down[i])
-        return F.linear(self.inner.norm(x[:, -1]), *self.head)               # [B, V]
+            x = x + self.o[i](o)
+            g, u = self.gate_up[i](rms_norm(layer.post_attention_layernorm, x)).chunk(2, dim=-1)
+            x = x + self.down[i](self.act(g) * u)
+        return self.head(rms_norm(self.inner.norm, x[:, -1]))               # [B, V]

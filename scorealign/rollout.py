@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from .batch import Rollout
 from .decoder import LeanDecoder
+from .forward import lean_logprobs
 from .packing import accepts_logits_to_keep, packed_logprobs
 
 Tensor = torch.Tensor
@@ -139,14 +140,15 @@ def completion_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completi
     """Per-token log pi(y_t | x, y_<t) of the completion tokens, one forward pass.
 
     [B, P], [B, P], [B, C], [B, C] -> [B, C] (0 on padding). Gradients flow if enabled.
-    Adjacent rows with the same prompt run as one packed row (``packing.py``) where the model
-    supports it and it saves arithmetic; ``pack=False`` forces one padded row per completion.
+    Llama-family models run every distinct token once, unpadded (``forward.py``); other
+    architectures run adjacent rows with the same prompt as one packed row (``packing.py``) where
+    they support it and it saves arithmetic; ``pack=False`` forces one padded row per completion
+    through the transformers forward.
     """
-    if pack:
-        packed = packed_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask,
-                                 temperature)
-        if packed is not None:
-            return packed
+    for path in (lean_logprobs, packed_logprobs) if pack else ():
+        out = path(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
+        if out is not None:
+            return out
     ids = torch.cat([prompt_ids, completion_ids], 1)                    # [B, P + C]
     mask = torch.cat([prompt_mask, completion_mask], 1)
     C = completion_ids.shape[1]

@@ -106,8 +106,10 @@ def test_gradient_accumulation_invariance(tiny_model_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_match_one(tiny_model_dir, tmp_path):
-    """torchrun --nproc_per_node 2 (gloo) gives the parameters of one process, same global batch."""
+def test_two_processes_match_one(tiny_model_dir, tmp_path, monkeypatch):
+    """torchrun --nproc_per_node 2 (gloo) gives the parameters of one process, same global batch
+    (both on transformers' forward: DDP's wrapped policy does not take the lean one)."""
+    monkeypatch.setenv("SCOREALIGN_LEAN_FORWARD", "0")
     model = tiny_model_dir("llama")
     one = train(make_cfg(model, tmp_path / "one", steps=2, micro_batch_size=2))
     cfg_file = tmp_path / "cfg.yaml"

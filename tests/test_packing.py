@@ -51,11 +51,17 @@ def test_packed_equals_padded_logprobs_and_gradients(tmp_path, arch):
         torch.testing.assert_close(g_packed, g_padded, atol=1e-5, rtol=1e-4)
 
 
-def test_completion_logprobs_packs_by_default(tmp_path, monkeypatch):
+def test_completion_logprobs_packs_without_the_lean_forward(tmp_path, monkeypatch):
+    """Llama-family models take ``forward.py``; a packable model it does not cover packs."""
+    from scorealign import forward
+
     model = _model(tmp_path)
     calls = []
     real = packing.pack
     monkeypatch.setattr(packing, "pack", lambda *a: calls.append(1) or real(*a))
+    completion_logprobs(model, *_batch(GROUPS))
+    assert not calls, "a Llama model should take the lean forward"
+    monkeypatch.setattr(forward, "supports", lambda model: False)
     completion_logprobs(model, *_batch(GROUPS))
     assert calls, "completion_logprobs should take the packed path for shared prompts"
 

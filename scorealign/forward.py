@@ -1,0 +1,122 @@
+"""Completion log-probs through a lean forward of Llama-family models: every token once, no padding.
+
+``rollout.completion_logprobs`` (the training forward/backward and the reference forward) runs
+here when the model is a Llama, Qwen2 or Mistral causal LM (``decoder.architecture_ok``), held as
+itself or inside a peft model; anything else, and models wrapped for data parallelism (DDP, FSDP,
+DeepSpeed need their own forward to sync gradients), take the transformers forward.
+
+The layout (``flat_layout``): the linear layers (q/k/v/o projections, MLP, norms) run on the N
+distinct tokens of the batch, flattened: a prompt shared by k adjacent rows (RLOO/CoPG groups, a
+DPO pair) once, each completion once, no padding. Attention, the only step that mixes tokens,
+gathers every sequence's queries, keys and values into one row ``[prompt, completion]`` per
+sequence and runs causal SDPA, then scatters the outputs back (a prompt's from its group's first
+row). Each completion token sees exactly the keys and rotary positions it sees in the padded
+forward, so log-probs and gradients are the same function of the weights up to float round-off
+(``tests/test_forward.py``). The equations are the transformers ones (RMSNorm in float32, rotary,
+SDPA with the model's scale, gated MLP); projections are called as modules, so LoRA adapters,
+biases (Qwen2) and grouped-query heads work unchanged.
+
+Compared with the packed 4D-mask layout (``packing.py``), attention costs B (P + C)^2 instead of
+G (P + kC)^2 and a causal kernel skips the masked half; compared with padded rows, the prompt's and
+the padding's share of the linear layers (most of the arithmetic) is gone.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+
+from .decoder import architecture_ok, rms_norm, unwrap
+from .packing import prompt_groups
+
+Tensor = torch.Tensor
+
+
+def supports(model) -> bool:
+    """True if ``lean_logprobs`` applies: a supported architecture, not wrapped for data
+    parallelism (no ``.module``), no gradient checkpointing, and not switched off with the
+    environment variable ``SCOREALIGN_LEAN_FORWARD=0`` (transformers' forward everywhere, e.g. to
+    compare a 1-process run bit for bit with a data-parallel one)."""
+    if os.environ.get("SCOREALIGN_LEAN_FORWARD", "1") == "0":
+        return False
+    lm = unwrap(model)
+    checkpointing = getattr(lm, "is_activation_checkpointing", None)   # transformers >= 5
+    if checkpointing is None:
+        checkpointing = getattr(lm, "is_gradient_checkpointing", False)
+    return not hasattr(model, "module") and not checkpointing and architecture_ok(lm)
+
+
+def flat_layout(prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
+                completion_mask: Tensor):
+    """Index tensors of the flat layout, or None if a prompt is empty.
+
+    Returns ids [N] and positions [N] of the distinct tokens; rows [B, L], the flat index of each
+    slot of every sequence's attention row (prompt then completion, padded at the end with 0);
+    out [N], the slot (into B * L) whose attention output each flat token takes; pred [B, C], the
+    flat token whose logits predict each completion token (0 on padding)."""
+    starts = prompt_groups(prompt_ids, prompt_mask)
+    p_len, c_len = prompt_mask.sum(1).tolist(), completion_mask.sum(1).tolist()
+    if min(p_len) == 0:
+        return None
+    B, C = completion_ids.shape
+    L = max(p_len[r] + c_len[r] for r in range(B))
+    ids, positions, rows, out, pred = [], [], [], [], []
+    for s, e in zip(starts[:-1], starts[1:]):
+        n, at = p_len[s], len(ids)
+        prompt = list(range(at, at + n))                       # flat indices of the prompt
+        ids += prompt_ids[s][prompt_mask[s].bool()].tolist()
+        positions += range(n)
+        out += [s * L + i for i in range(n)]                    # from the group's first row
+        for r in range(s, e):
+            m, at = c_len[r], len(ids)
+            ids += completion_ids[r, :m].tolist()
+            positions += range(n, n + m)
+            out += [r * L + n + t for t in range(m)]
+            seq = prompt + list(range(at, at + m))
+            rows.append(seq + [0] * (L - len(seq)))
+            pred.append([prompt[-1]] + list(range(at, at + m - 1)) + [0] * (C - max(m, 1)))
+    device = prompt_ids.device
+    return tuple(torch.tensor(x, dtype=torch.long, device=device)
+                 for x in (ids, positions, rows, out, pred))
+
+
+def lean_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
+                  completion_mask: Tensor, temperature: float) -> Tensor | None:
+    """``rollout.completion_logprobs`` in the flat layout: [B, P], [B, P], [B, C], [B, C] ->
+    [B, C] (0 on padding); None where it does not apply (``supports``, empty prompts)."""
+    if not supports(model):
+        return None
+    layout = flat_layout(prompt_ids, prompt_mask, completion_ids, completion_mask)
+    if layout is None:
+        return None
+    ids, positions, rows, out, pred = layout
+    lm = unwrap(model)
+    inner, cfg = lm.model, lm.config
+    H, K = cfg.num_attention_heads, cfg.num_key_value_heads
+    d = getattr(cfg, "head_dim", None) or cfg.hidden_size // H
+    (B, L), N, half = rows.shape, ids.shape[0], d // 2
+    x = inner.embed_tokens(ids)                                                # [N, D]
+    cos, sin = inner.rotary_emb(x, positions[None])                          # [1, N, d] each
+    # rotate_half(x) * sin == x.roll(half) * (sin with its first half negated)
+    cos, sin = cos[0, :, None], torch.cat([-sin[..., :half], sin[..., half:]], -1)[0, :, None]
+    slots = rows.flatten()                                                     # [B * L]
+    for layer in inner.layers:
+        a, mlp = layer.self_attn, layer.mlp
+        h = rms_norm(layer.input_layernorm, x)
+        q, k, v = (proj(h).view(N, -1, d) for proj in (a.q_proj, a.k_proj, a.v_proj))
+        q, k = (t * cos + t.roll(half, -1) * sin for t in (q, k))             # [N, H|K, d]
+        q, k, v = (t.flatten(1).index_select(0, slots).view(B, L, -1, d).transpose(1, 2)
+                   for t in (q, k, v))                                         # [B, H|K, L, d]
+        drop = a.attention_dropout if lm.training else 0.0
+        o = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True,
+                                           scale=a.scaling, enable_gqa=H != K)  # [B, H, L, d]
+        o = o.transpose(1, 2).reshape(B * L, H * d).index_select(0, out)     # [N, H * d]
+        x = x + a.o_proj(o)
+        h = rms_norm(layer.post_attention_layernorm, x)
+        x = x + mlp.down_proj(mlp.act_fn(mlp.gate_proj(h)) * mlp.up_proj(h))
+    h = rms_norm(inner.norm, x.index_select(0, pred.flatten()))                # [B * C, D]
+    logits = lm.lm_head(h).float().view(B, pred.shape[1], -1) / temperature   # [B, C, V]
+    picked = logits.gather(2, completion_ids.unsqueeze(2)).squeeze(2)
+    return (picked - torch.logsumexp(logits, dim=-1)) * completion_mask
