@@ -24,6 +24,7 @@ the padding's share of the linear layers (most of the arithmetic) is gone.
 from __future__ import annotations
 
 import os
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -63,7 +64,7 @@ def flat_layout(prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
     B, C = completion_ids.shape
     L = max(p_len[r] + c_len[r] for r in range(B))
     ids, positions, rows, out, pred = [], [], [], [], []
-    for s, e in zip(starts[:-1], starts[1:]):
+    for s, e in pairwise(starts):
         n, at = p_len[s], len(ids)
         prompt = list(range(at, at + n))                       # flat indices of the prompt
         ids += prompt_ids[s][prompt_mask[s].bool()].tolist()
