@@ -58,10 +58,13 @@ def run_worker(spec: dict, python: str, workdir: Path) -> dict:
            "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run([python, str(HERE / "bench_workers.py"), str(spec_file), str(out_file)],
                           capture_output=True, text=True, env=env)
+    spec_file.unlink()
     if proc.returncode != 0 or not out_file.exists():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         return {"error": tail[0][:200]}
-    return json.loads(out_file.read_text())
+    result = json.loads(out_file.read_text())
+    out_file.unlink()
+    return result
 
 
 def summarise(r: dict, batch: int) -> dict:
@@ -143,15 +146,19 @@ def learning_rows(args, models: dict, trl_ok: bool) -> list[dict]:
 
 
 def dpo_rows(args, models: dict, trl_ok: bool) -> list[dict]:
-    size = "20M" if "20M" in models else "1M"
-    spec = dict(model=models[size], seed=0, steps=args.steps, pairs_per_step=8, micro_batch=8,
-                beta=0.1, lr=1e-5, threads=args.threads)
-    libs = [("scorealign", "ours_dpo", sys.executable), ("TRL", "trl_dpo", args.trl_python)]
-    jobs = {lib: ({**spec, "worker": worker}, python, spec["pairs_per_step"], f"DPO {size} {lib}")
-            for lib, worker, python in libs if lib != "TRL" or trl_ok}
-    done = run_interleaved(jobs, args)
-    return [{"size": size, "lib": lib, **(done.get(lib) or {"unavailable": "trl not installed"})}
-            for lib, _, _ in libs]
+    """DPO throughput at every model size: 8 pairs per step, micro-batches of 8 sequences."""
+    rows = []
+    for size, path in models.items():
+        spec = dict(model=path, seed=0, steps=args.steps, pairs_per_step=8, micro_batch=8,
+                    beta=0.1, lr=1e-5, threads=args.threads)
+        libs = [("scorealign", "ours_dpo", sys.executable), ("TRL", "trl_dpo", args.trl_python)]
+        jobs = {lib: ({**spec, "worker": worker}, python, spec["pairs_per_step"],
+                      f"DPO {size} {lib}")
+                for lib, worker, python in libs if lib != "TRL" or trl_ok}
+        done = run_interleaved(jobs, args)
+        rows += [{"size": size, "lib": lib, **(done.get(lib) or {"unavailable": "trl not installed"})}
+                 for lib, _, _ in libs]
+    return rows
 
 
 def print_report(rloo: list[dict], learn: list[dict], dpo: list[dict]) -> None:
@@ -188,16 +195,20 @@ def print_report(rloo: list[dict], learn: list[dict], dpo: list[dict]) -> None:
                   f"{statistics.mean(vals) if vals else float('nan'):.2f} +- {spread:.2f} (std)")
     if dpo:
         print("\n## DPO (8 pairs per step, micro-batch 8 sequences)\n")
-        print("| size | library | s/step | pairs/s | peak RSS MB |\n|---|---|---|---|---|")
+        print("| size | library | s/step | pairs/s | peak RSS MB | s/step of each run |\n"
+              "|---|---|---|---|---|---|")
         for r in dpo:
             if "step_s" not in r:
-                print(f"| {r['size']} | {r['lib']} | {r.get('unavailable') or r.get('error')} |||")
+                print(f"| {r['size']} | {r['lib']} | {r.get('unavailable') or r.get('error')} ||||")
                 continue
             print(f"| {r['size']} | {r['lib']} | {r['step_s']:.3f} | {r['per_s']:.1f} | "
-                  f"{r['rss_mb']:.0f} |")
-        ours, trl = (next((r for r in dpo if r["lib"] == n), {}) for n in ("scorealign", "TRL"))
-        print(f"\npairs/s ours/TRL: {fmt(ratio(ours, trl, 'per_s'), '.2f')}x; "
-              f"peak RSS ours/TRL: {fmt(ratio(ours, trl, 'rss_mb'), '.2f')}")
+                  f"{r['rss_mb']:.0f} | {r.get('repeats_step_s', '-')} |")
+        print()
+        for size in dict.fromkeys(r["size"] for r in dpo):
+            ours, trl = (next((r for r in dpo if r["lib"] == n and r["size"] == size), {})
+                         for n in ("scorealign", "TRL"))
+            print(f"- {size}: pairs/s ours/TRL {fmt(ratio(ours, trl, 'per_s'), '.2f')}x; "
+                  f"peak RSS ours/TRL {fmt(ratio(ours, trl, 'rss_mb'), '.2f')}")
 
 
 def main(argv=None) -> dict:
@@ -226,7 +237,8 @@ def main(argv=None) -> dict:
     print(f"TRL: {'found in ' + args.trl_python if trl_ok else 'not installed (skipped)'}")
     rloo = rloo_rows(args, {s: models[s] for s in sizes}, trl_ok) if "rloo" in args.only else []
     learn = [] if args.quick or "learning" not in args.only else learning_rows(args, models, trl_ok)
-    dpo = [] if args.quick or "dpo" not in args.only else dpo_rows(args, models, trl_ok)
+    dpo = ([] if args.quick or "dpo" not in args.only
+           else dpo_rows(args, {s: models[s] for s in sizes}, trl_ok))
     print_report(rloo, learn, dpo)
     results = {"rloo": rloo, "learning": learn, "dpo": dpo, "load": os.getloadavg()}
     print(f"\nload average at the end: {os.getloadavg()}")

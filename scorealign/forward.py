@@ -7,7 +7,8 @@ DeepSpeed need their own forward to sync gradients), take the transformers forwa
 
 The layout (``flat_layout``): the linear layers (q/k/v/o projections, MLP, norms) run on the N
 distinct tokens of the batch, flattened: a prompt shared by k adjacent rows (RLOO/CoPG groups, a
-DPO pair) once, each completion once, no padding. Attention, the only step that mixes tokens,
+DPO pair) once, each completion once but for its last token (no later token attends to it and no
+prediction is made from it), no padding. Attention, the only step that mixes tokens,
 gathers every sequence's queries, keys and values into one row ``[prompt, completion]`` per
 sequence and runs causal SDPA, then scatters the outputs back (a prompt's from its group's first
 row). Each completion token sees exactly the keys and rotary positions it sees in the padded
@@ -53,7 +54,8 @@ def flat_layout(prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
                 completion_mask: Tensor):
     """Index tensors of the flat layout, or None if a prompt is empty.
 
-    Returns ids [N] and positions [N] of the distinct tokens; rows [B, L], the flat index of each
+    Returns ids [N] and positions [N] of the distinct tokens (each completion's last token
+    excluded, as it feeds no prediction and no later token); rows [B, L], the flat index of each
     slot of every sequence's attention row (prompt then completion, padded at the end with 0);
     out [N], the slot (into B * L) whose attention output each flat token takes; pred [B, C], the
     flat token whose logits predict each completion token (0 on padding)."""
@@ -62,7 +64,9 @@ def flat_layout(prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
     if min(p_len) == 0:
         return None
     B, C = completion_ids.shape
-    L = max(p_len[r] + c_len[r] for r in range(B))
+    # A completion's last token is left out: nothing attends to it, nothing is predicted from it.
+    run = [max(m - 1, 0) for m in c_len]
+    L = max(p_len[r] + run[r] for r in range(B))
     ids, positions, rows, out, pred = [], [], [], [], []
     for s, e in pairwise(starts):
         n, at = p_len[s], len(ids)
@@ -72,10 +76,10 @@ def flat_layout(prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
         out += [s * L + i for i in range(n)]                    # from the group's first row
         for r in range(s, e):
             m, at = c_len[r], len(ids)
-            ids += completion_ids[r, :m].tolist()
-            positions += range(n, n + m)
-            out += [r * L + n + t for t in range(m)]
-            seq = prompt + list(range(at, at + m))
+            ids += completion_ids[r, :run[r]].tolist()
+            positions += range(n, n + run[r])
+            out += [r * L + n + t for t in range(run[r])]
+            seq = prompt + list(range(at, at + run[r]))
             rows.append(seq + [0] * (L - len(seq)))
             pred.append([prompt[-1]] + list(range(at, at + m - 1)) + [0] * (C - max(m, 1)))
     device = prompt_ids.device

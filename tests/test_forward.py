@@ -54,12 +54,12 @@ def test_lean_equals_padded_logprobs_and_gradients(tmp_path, arch, groups):
 
 def test_flat_layout_runs_each_token_once():
     ids, positions, rows, out, pred = forward.flat_layout(*_batch(SHARED[:1]))
-    # prompt 5 6 7 once, then the three completions: 3 + 4 + 1 + 2 distinct tokens
-    assert ids.tolist() == [5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
-    assert positions.tolist() == [0, 1, 2, 3, 4, 5, 6, 3, 3, 4]
-    assert rows.tolist() == [[0, 1, 2, 3, 4, 5, 6], [0, 1, 2, 7, 0, 0, 0], [0, 1, 2, 8, 9, 0, 0]]
-    assert out.tolist() == [0, 1, 2, 3, 4, 5, 6, 10, 17, 18]    # prompt from row 0, slot r * 7 + j
-    assert pred.tolist() == [[2, 3, 4, 5], [2, 0, 0, 0], [2, 8, 0, 0]]
+    # prompt 5 6 7 once, then each completion but its last token (8 9 10 [11], [12], 13 [14])
+    assert ids.tolist() == [5, 6, 7, 8, 9, 10, 13]
+    assert positions.tolist() == [0, 1, 2, 3, 4, 5, 3]
+    assert rows.tolist() == [[0, 1, 2, 3, 4, 5], [0, 1, 2, 0, 0, 0], [0, 1, 2, 6, 0, 0]]
+    assert out.tolist() == [0, 1, 2, 3, 4, 5, 15]              # prompt from row 0, slot r * 6 + j
+    assert pred.tolist() == [[2, 3, 4, 5], [2, 0, 0, 0], [2, 6, 0, 0]]
 
 
 def test_lora_policy_takes_the_lean_forward(tmp_path):
