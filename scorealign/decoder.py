@@ -3,8 +3,9 @@
 Why: on CPU, and for small models on any device, one ``model(...)`` decode call of transformers
 spends most of its time in Python (mask construction, cache objects, output containers, hooks),
 not in arithmetic. This decoder runs the SAME weights through the same equations with a static,
-preallocated KV cache, q/k/v and gate/up projections fused into one matmul each, rotary tables
-computed once per rollout, and no per-step allocation of masks. It is inference only (it is never
+preallocated KV cache, q/k/v and gate/up projections fused into one matmul each (their weights
+pre-packed for MKL on fp32 CPU, ``Linear``), rotary tables computed once per rollout, and no
+per-step allocation of masks. It is inference only (it is never
 used for log-probs that get gradients) and is checked against the transformers forward in
 ``tests/test_decoder.py``.
 

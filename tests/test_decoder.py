@@ -56,3 +56,36 @@ def test_shared_prompts_prefilled_once_same_samples(tiny_model_dir, monkeypatch)
     monkeypatch.setattr(rollout.LeanDecoder, "build", classmethod(lambda cls, *a: None))
     hf = rollout.sample(*args)
     assert torch.equal(lean[0], hf[0]) and torch.allclose(lean[2], hf[2], atol=1e-5)
+
+
+@pytest.mark.parametrize("mkl", [True, False])
+def test_decode_linear_equals_f_linear(mkl, monkeypatch):
+    """``decoder.Linear``: MKL-packed weights (fp32 CPU) or W^T stored contiguously; the same
+    products as ``F.linear`` at the packed row count and at any other (the prefill)."""
+    from scorealign import decoder
+
+    if mkl and not decoder.MKL_PACKED:
+        pytest.skip("torch built without MKL")
+    monkeypatch.setattr(decoder, "MKL_PACKED", mkl)
+    torch.manual_seed(0)
+    weight, bias = torch.randn(48, 16), torch.randn(48)
+    for b in (bias, None):
+        lin = decoder.Linear(weight, b, rows=6)
+        assert (lin.packed is not None) == mkl
+        for shape in [(6, 1, 16), (2, 5, 16)]:
+            x = torch.randn(shape)
+            torch.testing.assert_close(lin(x), torch.nn.functional.linear(x, weight, b))
+
+
+def test_sampler_returns_freed_memory_around_each_rollout(tiny_model_dir, monkeypatch):
+    """``rollout.release_freed_memory`` (glibc malloc_trim) runs before the decoder is built and
+    after it is freed: without it peak RSS creeps up step after step (benchmarks/README.md)."""
+    from transformers import AutoModelForCausalLM
+
+    rollout.release_freed_memory()                                 # callable on any platform
+    calls = []
+    monkeypatch.setattr(rollout, "release_freed_memory", lambda: calls.append(1))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir("llama"))
+    ids, mask = torch.tensor([[5, 6, 7]]), torch.ones(1, 3, dtype=torch.long)
+    rollout.sample(model, ids, mask, torch.rand(1, 4), [10**6], 0)
+    assert len(calls) == 2
