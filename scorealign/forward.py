@@ -44,10 +44,12 @@ def supports(model) -> bool:
     if os.environ.get("SCOREALIGN_LEAN_FORWARD", "1") == "0":
         return False
     lm = unwrap(model)
-    checkpointing = getattr(lm, "is_activation_checkpointing", None)   # transformers >= 5
-    if checkpointing is None:
-        checkpointing = getattr(lm, "is_gradient_checkpointing", False)
-    return not hasattr(model, "module") and not checkpointing and architecture_ok(lm)
+    if hasattr(model, "module") or not architecture_ok(lm):
+        return False
+    # transformers marks the base model and every decoder layer when checkpointing is enabled
+    # (``is_activation_checkpointing`` walks all modules: too slow for every forward)
+    return not any(getattr(m, "gradient_checkpointing", False)
+                   for m in (lm.model, *lm.model.layers))
 
 
 def flat_layout(prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
