@@ -124,6 +124,55 @@ def lean_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids
         h = rms_norm(layer.post_attention_layernorm, x)
         x = x + mlp.down_proj(mlp.act_fn(mlp.gate_proj(h)) * mlp.up_proj(h))
     h = rms_norm(inner.norm, x.index_select(0, pred.flatten()))                # [B * C, D]
-    logits = lm.lm_head(h).float().view(B, pred.shape[1], -1) / temperature   # [B, C, V]
-    picked = logits.gather(2, completion_ids.unsqueeze(2)).squeeze(2)
-    return (picked - torch.logsumexp(logits, dim=-1)) * completion_mask
+    logprobs = head_logprobs(lm.lm_head, h, completion_ids.flatten(), temperature)  # [B * C]
+    return logprobs.view(completion_ids.shape) * completion_mask
+
+
+# Largest float32 logits block [rows, V] the LM head materialises at once (64 MB): a 150k
+# vocabulary and 32 x 512 completion tokens would otherwise hold ~10 GB of logits, twice.
+CHUNK_ELEMENTS = 2**24
+
+
+def head_logprobs(head, h: Tensor, targets: Tensor, temperature: float) -> Tensor:
+    """log softmax(head(h) / temperature) at ``targets``: h [N, D], targets [N] -> [N] float32.
+    Chunked over rows (``ChunkedHeadLogprob``) when the logits would exceed ``CHUNK_ELEMENTS``
+    and the head is a plain bias-free linear layer; one block otherwise."""
+    rows = max(1, CHUNK_ELEMENTS // head.out_features)
+    if type(head) is torch.nn.Linear and head.bias is None and h.shape[0] > rows:
+        return ChunkedHeadLogprob.apply(h, head.weight, targets, temperature, rows)
+    logits = head(h).float() / temperature                                     # [N, V]
+    return logits.gather(1, targets[:, None])[:, 0] - logits.logsumexp(-1)
+
+
+class ChunkedHeadLogprob(torch.autograd.Function):
+    """log softmax(h W^T / T)[y] computed ``rows`` rows at a time; the backward recomputes each
+    chunk's logits, so no [N, V] tensor is ever held (the memory of TRL's chunked LM head).
+    d/dlogits of log softmax(logits)[y] = onehot(y) - softmax(logits)."""
+
+    @staticmethod
+    def forward(ctx, h: Tensor, weight: Tensor, targets: Tensor, temperature: float, rows: int):
+        out = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)      # [N]
+        for s in range(0, h.shape[0], rows):
+            logits = (h[s:s + rows] @ weight.t()).float() / temperature          # [rows, V]
+            out[s:s + rows] = (logits.gather(1, targets[s:s + rows, None])[:, 0]
+                               - logits.logsumexp(-1))
+        ctx.save_for_backward(h, weight, targets)
+        ctx.temperature, ctx.rows = temperature, rows
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        h, weight, targets = ctx.saved_tensors
+        grad_h = torch.empty_like(h) if ctx.needs_input_grad[0] else None
+        grad_w = (torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+                  if ctx.needs_input_grad[1] else None)
+        for s in range(0, h.shape[0], ctx.rows):
+            hc = h[s:s + ctx.rows]                                               # [rows, D]
+            d = -((hc @ weight.t()).float() / ctx.temperature).softmax(-1)        # [rows, V]
+            d.scatter_add_(1, targets[s:s + ctx.rows, None], torch.ones_like(d[:, :1]))
+            d = (d * (grad[s:s + ctx.rows, None] / ctx.temperature)).to(h.dtype)
+            if grad_h is not None:
+                grad_h[s:s + ctx.rows] = d @ weight
+            if grad_w is not None:
+                grad_w += (d.t() @ hc).float()
+        return grad_h, None if grad_w is None else grad_w.to(weight.dtype), None, None, None

@@ -92,3 +92,24 @@ def test_switched_off_by_environment(tmp_path, monkeypatch):
     model = _model(tmp_path)
     monkeypatch.setenv("SCOREALIGN_LEAN_FORWARD", "0")
     assert forward.lean_logprobs(model, *_batch(SHARED), temperature=1.0) is None
+
+
+def test_chunked_lm_head_same_logprobs_and_gradients(tmp_path, monkeypatch):
+    """With a large vocabulary the LM head runs in row chunks with recompute in backward
+    (``ChunkedHeadLogprob``); forced here on the tiny vocabulary, chunks of 3 rows."""
+    model = _model(tmp_path)
+    batch = _batch(SHARED)
+    padded = completion_logprobs(model, *batch, temperature=0.7, pack=False)
+    g_padded = _grads(model, completion_logprobs(model, *batch, temperature=0.7, pack=False))
+    calls = []
+    real = forward.ChunkedHeadLogprob.apply
+    monkeypatch.setattr(forward.ChunkedHeadLogprob, "apply", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(forward, "CHUNK_ELEMENTS", 3 * model.config.vocab_size)
+    chunked = forward.lean_logprobs(model, *batch, temperature=0.7)
+    assert calls
+    torch.testing.assert_close(chunked, padded, atol=1e-5, rtol=1e-5)
+    g_chunked = _grads(model, forward.lean_logprobs(model, *batch, temperature=0.7))
+    torch.testing.assert_close(g_chunked, g_padded, atol=1e-5, rtol=1e-4)
+    with torch.inference_mode():                                        # reference forward
+        torch.testing.assert_close(forward.lean_logprobs(model, *batch, temperature=0.7), padded,
+                                   atol=1e-5, rtol=1e-5)
