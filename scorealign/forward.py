@@ -63,7 +63,7 @@ def flat_layout(prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
     flat token whose logits predict each completion token (0 on padding)."""
     starts = prompt_groups(prompt_ids, prompt_mask)
     p_len, c_len = prompt_mask.sum(1).tolist(), completion_mask.sum(1).tolist()
-    if min(p_len) == 0:
+    if not p_len or min(p_len) == 0:
         return None
     B, C = completion_ids.shape
     # A completion's last token is left out: nothing attends to it, nothing is predicted from it.

@@ -84,6 +84,8 @@ def test_left_to_transformers(tmp_path):
     model.activation_checkpointing_disable()
     empty_prompt = (batch[0], torch.zeros_like(batch[1]), *batch[2:])
     assert forward.lean_logprobs(model, *empty_prompt, temperature=1.0) is None
+    no_rows = tuple(t[:0] for t in batch)
+    assert forward.lean_logprobs(model, *no_rows, temperature=1.0) is None
     gpt2 = _model(tmp_path, "gpt2")
     assert forward.lean_logprobs(gpt2, *batch, temperature=1.0) is None
 
