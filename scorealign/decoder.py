@@ -89,7 +89,8 @@ def _fuse(*linears: nn.Module) -> tuple[Tensor, Tensor | None]:
 
 
 def rms_norm(norm: nn.Module, x: Tensor) -> Tensor:
-    """transformers' Llama RMSNorm (normalise in float32, cast back, scale) in one fused op."""
+    """transformers' Llama RMSNorm (normalise in float32, cast back, scale) through F.rms_norm:
+    bit-identical in fp32 and bf16 (checked), fewer Python-level ops than the module."""
     return norm.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=norm.variance_epsilon).to(x.dtype)
 
 
