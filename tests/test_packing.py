@@ -3,51 +3,24 @@ row per completion, and the fallbacks."""
 
 import pytest
 import torch
+from logprob_cases import SHARED, grads, padded_batch, tiny_lm
 
 from scorealign import packing
-from scorealign.rollout import completion_logprobs, pad_rows
-from scorealign.tiny import build_tiny_model
-
-
-def _model(tmp_path, attn="sdpa", arch="llama"):
-    from transformers import AutoModelForCausalLM
-
-    path = build_tiny_model(tmp_path / "m", arch=arch, hidden=32, layers=2, heads=4, seed=0)
-    model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn)
-    return model.float()
-
-
-def _batch(groups):
-    """groups: [(prompt ids, [completion ids, ...]), ...] -> left/right padded tensors."""
-    prompts = [p for p, cs in groups for _ in cs]
-    completions = [c for _, cs in groups for c in cs]
-    return (*pad_rows(prompts, 0, left=True), *pad_rows(completions, 0, left=False))
-
-
-GROUPS = [([5, 6, 7], [[8, 9, 10, 11], [12], [13, 14]]),
-          ([20, 21, 22, 23, 24, 25], [[30, 31], [32, 33, 34, 35, 36]]),
-          ([40], [[41, 42, 43, 44, 45, 46, 47]]),
-          ([50, 51], [[52, 53, 54], [55, 56, 57], [58], [59, 60]])]
-
-
-def _grads(model, lp):
-    model.zero_grad()
-    lp.sum().backward()
-    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+from scorealign.rollout import completion_logprobs
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_packed_equals_padded_logprobs_and_gradients(tmp_path, arch):
     for attn in ("sdpa", "eager"):
-        model = _model(tmp_path / attn, attn, arch)
-        batch = _batch(GROUPS)
+        model = tiny_lm(tmp_path / attn, arch, attn)
+        batch = padded_batch(SHARED)
         packed = packing.packed_logprobs(model, *batch, temperature=0.7)
         assert packed is not None, "packing should apply: groups share prompts"
         padded = completion_logprobs(model, *batch, temperature=0.7, pack=False)
         torch.testing.assert_close(packed, padded, atol=1e-5, rtol=1e-5)
         assert (packed[batch[3] == 0] == 0).all()
-        g_packed = _grads(model, packing.packed_logprobs(model, *batch, temperature=0.7))
-        g_padded = _grads(model, completion_logprobs(model, *batch, temperature=0.7, pack=False))
+        g_packed = grads(model, packing.packed_logprobs(model, *batch, temperature=0.7))
+        g_padded = grads(model, completion_logprobs(model, *batch, temperature=0.7, pack=False))
         torch.testing.assert_close(g_packed, g_padded, atol=1e-5, rtol=1e-4)
 
 
@@ -55,20 +28,20 @@ def test_completion_logprobs_packs_without_the_lean_forward(tmp_path, monkeypatc
     """Llama-family models take ``forward.py``; a packable model it does not cover packs."""
     from scorealign import forward
 
-    model = _model(tmp_path)
+    model = tiny_lm(tmp_path)
     calls = []
     real = packing.pack
     monkeypatch.setattr(packing, "pack", lambda *a: calls.append(1) or real(*a))
-    completion_logprobs(model, *_batch(GROUPS))
+    completion_logprobs(model, *padded_batch(SHARED))
     assert not calls, "a Llama model should take the lean forward"
     monkeypatch.setattr(forward, "supports", lambda model: False)
-    completion_logprobs(model, *_batch(GROUPS))
+    completion_logprobs(model, *padded_batch(SHARED))
     assert calls, "completion_logprobs should take the packed path for shared prompts"
 
 
 def test_fallbacks(tmp_path):
-    model = _model(tmp_path)
-    distinct = _batch([([5, 6], [[7, 8]]), ([9], [[10, 11]])])
+    model = tiny_lm(tmp_path)
+    distinct = padded_batch([([5, 6], [[7, 8]]), ([9], [[10, 11]])])
     assert packing.packed_logprobs(model, *distinct, temperature=1.0) is None   # nothing shared
     model.config.sliding_window = 4
     assert not packing.supports_packing(model)
