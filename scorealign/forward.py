@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .decoder import architecture_ok, rms_norm, unwrap
-from .packing import prompt_groups
+from .packing import logprobs_at, prompt_groups
 
 Tensor = torch.Tensor
 
@@ -141,7 +141,7 @@ def head_logprobs(head, h: Tensor, targets: Tensor, temperature: float) -> Tenso
     if type(head) is torch.nn.Linear and head.bias is None and h.shape[0] > rows:
         return ChunkedHeadLogprob.apply(h, head.weight, targets, temperature, rows)
     logits = head(h).float() / temperature                                     # [N, V]
-    return logits.gather(1, targets[:, None])[:, 0] - logits.logsumexp(-1)
+    return logprobs_at(logits, targets)
 
 
 class ChunkedHeadLogprob(torch.autograd.Function):
@@ -154,8 +154,7 @@ class ChunkedHeadLogprob(torch.autograd.Function):
         out = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)      # [N]
         for s in range(0, h.shape[0], rows):
             logits = (h[s:s + rows] @ weight.t()).float() / temperature          # [rows, V]
-            out[s:s + rows] = (logits.gather(1, targets[s:s + rows, None])[:, 0]
-                               - logits.logsumexp(-1))
+            out[s:s + rows] = logprobs_at(logits, targets[s:s + rows])
         ctx.save_for_backward(h, weight, targets)
         ctx.temperature, ctx.rows = temperature, rows
         return out

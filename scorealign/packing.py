@@ -101,8 +101,12 @@ def packed_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completion_i
                                    torch.tensor([e - s for s, e in pairwise(starts)],
                                                 device=ids.device))            # [B]
     logits = logits[rows[:, None], pred].float() / temperature                # [B, C, V]
-    picked = logits.gather(2, completion_ids.unsqueeze(2)).squeeze(2)
-    return (picked - torch.logsumexp(logits, dim=-1)) * completion_mask
+    return logprobs_at(logits, completion_ids) * completion_mask
+
+
+def logprobs_at(logits: Tensor, ids: Tensor) -> Tensor:
+    """log softmax(logits)[ids] over the last dim: [..., V], [...] -> [...]."""
+    return logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
 
 
 def pack(prompt_ids, prompt_mask, completion_ids, completion_mask, starts: list[int], T: int):

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from .batch import Rollout
 from .decoder import LeanDecoder
 from .forward import lean_logprobs
-from .packing import accepts_logits_to_keep, packed_logprobs
+from .packing import accepts_logits_to_keep, logprobs_at, packed_logprobs
 
 Tensor = torch.Tensor
 
@@ -178,8 +178,7 @@ def completion_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completi
     keep = {"logits_to_keep": C + 1} if accepts_logits_to_keep(model) else {}   # LM head on C + 1
     logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), **keep).logits
     logits = logits[:, -C - 1:-1].float() / temperature                # [B, C, V]
-    picked = logits.gather(2, completion_ids.unsqueeze(2)).squeeze(2)
-    return (picked - torch.logsumexp(logits, dim=-1)) * completion_mask
+    return logprobs_at(logits, completion_ids) * completion_mask
 
 
 def generate_rollout(policy, ref_model, tokenizer, prompts: list, texts: list[str], k: int,
