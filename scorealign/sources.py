@@ -113,6 +113,7 @@ class OfflineSource:
         self.tokens: dict[tuple[int, int], tuple[list[int], list[int]]] = {}
         self.ref_cache: dict[tuple[int, int], Tensor] = {}              # (group, j) -> [C_j]
         self.ref_forward_rows = 0                                       # examples run through pi_ref
+        self.ref_forward_passes = 0                                     # inference passes that ran them
 
     def batch(self, policy, step: int, rank: int, world: int):
         cfg = self.cfg
@@ -141,18 +142,20 @@ class OfflineSource:
 
     def reference_logprobs(self, keys: list[tuple[int, int]], batch: Rollout) -> Tensor:
         """[b, C] log pi_ref of the batch's completions: cached rows copied, the rest computed
-        (one inference pass over them, in micro-batches) and cached."""
-        missing = torch.tensor([i for i, key in enumerate(keys) if key not in self.ref_cache],
-                               dtype=torch.long)
-        for chunk in missing.split(self.cfg.micro_batch_size) if len(missing) else []:
-            mb = batch.select(chunk)
+        in ONE inference pass (as the online rollout's reference forward; no activations are
+        kept, and one pass over all rows beats one per micro-batch on small GEMMs) and cached."""
+        missing = [i for i, key in enumerate(keys) if key not in self.ref_cache]
+        if missing:
+            mb = batch.select(torch.tensor(missing, dtype=torch.long))
             with torch.inference_mode():
                 lp = completion_logprobs(self.ref_model, mb.prompt_ids, mb.prompt_mask,
                                          mb.completion_ids, mb.completion_mask,
                                          self.cfg.temperature)                   # [m, C']
-            for row, i in enumerate(chunk.tolist()):
-                self.ref_cache[keys[i]] = lp[row, :int(mb.completion_mask[row].sum())].clone()
-            self.ref_forward_rows += len(chunk)
+            lengths = mb.completion_mask.sum(1).tolist()
+            for row, i in enumerate(missing):
+                self.ref_cache[keys[i]] = lp[row, :lengths[row]].clone()
+            self.ref_forward_rows += len(missing)
+            self.ref_forward_passes += 1
         out = torch.zeros(batch.completion_ids.shape)
         for i, key in enumerate(keys):
             out[i, :len(self.ref_cache[key])] = self.ref_cache[key]

@@ -145,13 +145,14 @@ def pair_file(tmp_path):
 def test_preference_training_learns_pairs_with_cached_reference(algo, tiny_model_dir, pair_file,
                                                                 tmp_path, monkeypatch):
     """Two passes over 16 pairs: accuracy reaches 1, the margin grows, and the reference model
-    runs once per example (32 sequences), not once per epoch."""
+    runs once per example (32 sequences), not once per epoch, in one inference pass per step
+    (16 sequences, not one pass per micro-batch of 8)."""
     calls = []
     original = OfflineSource.reference_logprobs
 
     def counting(self, keys, batch):
         out = original(self, keys, batch)
-        calls.append(self.ref_forward_rows)
+        calls.append((self.ref_forward_rows, self.ref_forward_passes))
         return out
 
     monkeypatch.setattr(OfflineSource, "reference_logprobs", counting)
@@ -159,7 +160,7 @@ def test_preference_training_learns_pairs_with_cached_reference(algo, tiny_model
                             beta=0.1, lr=3e-3, prompts_per_step=8, micro_batch_size=8, steps=8,
                             max_new_tokens=8, output_dir=str(tmp_path / algo)))
     rows = read_jsonl(run / "metrics.jsonl")
-    assert calls[-1] == 32 and calls[1] == 32 and calls[0] == 16
+    assert calls[0] == (16, 1) and calls[1] == (32, 2) and calls[-1] == (32, 2)
     assert rows[-1]["accuracy"] == 1.0 and rows[-1]["margin"] > rows[0]["margin"] + 1.0
     assert "reward/mean" not in rows[0]                      # dataset rows: no rollout metrics
 
