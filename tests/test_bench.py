@@ -46,3 +46,20 @@ def test_repeated_runs_interleave_and_report_the_median(monkeypatch, tmp_path):
     assert order == ["a", "b"] * 3                                   # interleaved
     assert done["a"]["step_s"] == 2.0 and done["b"]["step_s"] == 4.0  # medians of 3, 2, 1.5 / 1, 9, 4
     assert done["a"]["repeats_step_s"] == [1.5, 2.0, 3.0]
+
+
+def test_arithmetic_counts_token_passes_by_hand():
+    """benchmarks/arithmetic.py: lean = each shared prompt once + completions but their last
+    token; padded = rows x (longest prompt + longest completion); a backward counts twice."""
+    arith = load("arithmetic")
+    p, c = [3, 3, 5, 5], [4, 1, 2, 6]                   # two groups of 2 sharing a prompt
+    assert arith.lean_tokens(p, c, 2) == 3 + 5 + (3 + 0 + 1 + 5)
+    assert arith.padded_tokens(p, c) == 4 * (5 + 6)
+    # DPO, micro-batches of 2 rows (one pair each): reference forward + forward/backward = 4 passes
+    assert arith.dpo_passes(p, c, 2) == {"ours": 4 * ((3 + 3) + (5 + 6)),
+                                         "padded": 4 * (2 * (3 + 4) + 2 * (5 + 6))}
+    # RLOO, k = 2, one micro-batch: prefill (ours: one row per prompt), 5 decode steps of 4 rows,
+    # ours: reference + forward/backward; padded: also TRL's old-log-prob forward
+    lean, padded = arith.lean_tokens(p, c, 2), arith.padded_tokens(p, c)
+    assert arith.rloo_passes(p, c, 2, 4) == {"ours": 2 * 5 + 4 * 5 + 4 * lean,
+                                             "padded": 4 * 5 + 4 * 5 + 5 * padded}
