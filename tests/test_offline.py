@@ -269,7 +269,13 @@ def test_two_processes_match_one_for_grouped_losses(algo, port, tiny_model_dir, 
     assert proc.returncode == 0, proc.stderr[-3000:]
     a = load_file(str(one / "final" / "model.safetensors"))
     b = load_file(str(tmp_path / "two" / "final" / "model.safetensors"))
-    assert max((a[n] - b[n]).abs().max().item() for n in a) < 1e-5
+    # DPO's reference log-probs come from one inference pass over each process's rows: 8 rows
+    # padded together in one process, 4 in each of two. On the transformers forward that moves
+    # them by round-off (~5e-7; the lean forward gives the same bits), which Adam's first steps
+    # (update ~ lr * g / (|g| + eps)) can magnify to ~3e-5 on near-zero gradient entries at
+    # lr 1e-3. The losses below are compared before the optimizer, at 1e-5.
+    tolerance = 1e-4 if algo == "dpo" else 1e-5
+    assert max((a[n] - b[n]).abs().max().item() for n in a) < tolerance
     assert max((a[n] - load_file(str(Path(tiny_model_dir("llama")) / "model.safetensors"))[n]
                 ).abs().max().item() for n in a) > 1e-4                # and it trained
     keys = ("loss/policy",)
