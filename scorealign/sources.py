@@ -113,7 +113,6 @@ class OfflineSource:
         self.tokens: dict[tuple[int, int], tuple[list[int], list[int]]] = {}
         self.ref_cache: dict[tuple[int, int], Tensor] = {}              # (group, j) -> [C_j]
         self.ref_forward_rows = 0                                       # examples run through pi_ref
-        self.ref_forward_passes = 0                                     # inference passes that ran them
 
     def batch(self, policy, step: int, rank: int, world: int):
         cfg = self.cfg
@@ -155,7 +154,6 @@ class OfflineSource:
             for row, i in enumerate(missing):
                 self.ref_cache[keys[i]] = lp[row, :lengths[row]].clone()
             self.ref_forward_rows += len(missing)
-            self.ref_forward_passes += 1
         out = torch.zeros(batch.completion_ids.shape)
         for i, key in enumerate(keys):
             out[i, :len(self.ref_cache[key])] = self.ref_cache[key]

@@ -147,15 +147,19 @@ def test_preference_training_learns_pairs_with_cached_reference(algo, tiny_model
     """Two passes over 16 pairs: accuracy reaches 1, the margin grows, and the reference model
     runs once per example (32 sequences), not once per epoch, in one inference pass per step
     (16 sequences, not one pass per micro-batch of 8)."""
-    calls = []
-    original = OfflineSource.reference_logprobs
+    import scorealign.sources as sources
+
+    calls, passes = [], []
+    original, forward = OfflineSource.reference_logprobs, sources.completion_logprobs
 
     def counting(self, keys, batch):
         out = original(self, keys, batch)
-        calls.append((self.ref_forward_rows, self.ref_forward_passes))
+        calls.append((self.ref_forward_rows, len(passes)))
         return out
 
     monkeypatch.setattr(OfflineSource, "reference_logprobs", counting)
+    monkeypatch.setattr(sources, "completion_logprobs",
+                        lambda *a, **kw: passes.append(1) or forward(*a, **kw))
     run = train(TrainConfig(model=tiny_model_dir("llama"), algo=algo, dataset=str(pair_file),
                             beta=0.1, lr=3e-3, prompts_per_step=8, micro_batch_size=8, steps=8,
                             max_new_tokens=8, output_dir=str(tmp_path / algo)))
