@@ -68,15 +68,8 @@ def train(cfg: TrainConfig, reward=None, resume: bool = False, eval_reward=None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     policy, optimizer, *critic = accelerator.prepare(policy, optimizer, *trained[1:])
     value_model = critic[0] if critic else None
-    state, start = {}, 0
-    if ckpt is not None:
-        state = checkpoint.load_checkpoint(ckpt, optimizer, scheduler)
-        start = state.pop("step")
-        if value_model is not None:
-            ppo.load_value_state(accelerator.unwrap_model(value_model),
-                                 ppo.value_checkpoint_dir(run_dir, start))
-        if isinstance(source, MixedSource):
-            source.buffer.load_state_dict(checkpoint.load_replay(run_dir, start, rank))
+    state, start = ({}, 0) if ckpt is None else restore(ckpt, run_dir, optimizer, scheduler,
+                                                        value_model, source, accelerator)
     if accelerator.is_main_process:
         save_config(cfg, run_dir / "config.yaml")
         print(batch_summary(cfg, world, trained_rows, run_dir))
@@ -103,19 +96,8 @@ def train(cfg: TrainConfig, reward=None, resume: bool = False, eval_reward=None)
         group_ok = g_valid.view(-1, batch.k).all(1).repeat_interleave(batch.k)  # drop skipped groups
         # 3. Targets: sequence advantages on the global batch, then this process's slice (PPO: per
         #    token on this process's rows, GAE over the value model); RAFT keeps the best rows.
-        extra = {}
-        if algo.token_advantages is None:
-            advantages, state = algo.advantages(rewards, batch.k, state, cfg)
-            batch.advantages = (advantages * group_ok).view(world, -1)[rank]      # [b]
-        else:
-            batch.values = ppo.rollout_values(value_model, batch, cfg.micro_batch_size)  # [b, C]
-            advantages, batch.returns = algo.token_advantages(batch, cfg)       # [b, C] each
-            batch.advantages = advantages * group_ok.view(world, -1)[rank, :, None]
-            extra["explained_variance"] = ppo.explained_variance(
-                batch.values, batch.returns, batch.completion_mask)
-        if algo.select is not None:
-            keep = algo.select(rewards, batch.k, cfg).view(world, -1)[rank]      # [b] bool
-            batch = batch.select(keep.nonzero().squeeze(1))
+        batch, state, extra = targets(batch, algo, rewards, group_ok, state, cfg, value_model,
+                                      world, rank)
         # 4.-5. Loss and optimizer steps: num_epochs x num_minibatches over the batch.
         totals = optimise(batch, algo, cfg, policy, value_model, optimizer, accelerator, step)
         scheduler.step()
@@ -137,6 +119,42 @@ def train(cfg: TrainConfig, reward=None, resume: bool = False, eval_reward=None)
     log.close()
     accelerator.wait_for_everyone()
     return run_dir
+
+
+def restore(ckpt: Path, run_dir: Path, optimizer, scheduler, value_model, source, accelerator
+            ) -> tuple[dict, int]:
+    """Load checkpoint ``ckpt`` into the optimizer, scheduler, value model and replay buffer;
+    return (algorithm state, step to continue from)."""
+    state = checkpoint.load_checkpoint(ckpt, optimizer, scheduler)
+    start = state.pop("step")
+    if value_model is not None:
+        ppo.load_value_state(accelerator.unwrap_model(value_model),
+                             ppo.value_checkpoint_dir(run_dir, start))
+    if isinstance(source, MixedSource):
+        source.buffer.load_state_dict(checkpoint.load_replay(run_dir, start,
+                                                             accelerator.process_index))
+    return state, start
+
+
+def targets(batch, algo, rewards, group_ok, state: dict, cfg: TrainConfig, value_model,
+            world: int, rank: int):
+    """Stage 3 from the global rewards [B]: this process's advantages, one per sequence [b] (PPO:
+    per token [b, C], GAE over the value model), then RAFT's selection of the best rows.
+    Returns (batch, algorithm state, extra metrics)."""
+    extra = {}
+    if algo.token_advantages is None:
+        advantages, state = algo.advantages(rewards, batch.k, state, cfg)
+        batch.advantages = (advantages * group_ok).view(world, -1)[rank]          # [b]
+    else:
+        batch.values = ppo.rollout_values(value_model, batch, cfg.micro_batch_size)  # [b, C]
+        advantages, batch.returns = algo.token_advantages(batch, cfg)           # [b, C] each
+        batch.advantages = advantages * group_ok.view(world, -1)[rank, :, None]
+        extra["explained_variance"] = ppo.explained_variance(
+            batch.values, batch.returns, batch.completion_mask)
+    if algo.select is not None:
+        keep = algo.select(rewards, batch.k, cfg).view(world, -1)[rank]          # [b] bool
+        batch = batch.select(keep.nonzero().squeeze(1))
+    return batch, state, extra
 
 
 def optimise(batch, algo, cfg: TrainConfig, policy, value_model, optimizer, accelerator,
