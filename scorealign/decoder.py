@@ -4,7 +4,7 @@ Why: on CPU, and for small models on any device, one ``model(...)`` decode call 
 spends most of its time in Python (mask construction, cache objects, output containers, hooks),
 not in arithmetic. This decoder runs the SAME weights through the same equations with a static,
 preallocated KV cache, q/k/v and gate/up projections fused into one matmul each (their weights
-pre-packed for MKL on fp32 CPU, ``Linear``), rotary tables computed once per rollout, and no
+stored transposed, ``Linear``), rotary tables computed once per rollout, and no
 per-step allocation of masks. It is inference only (it is never
 used for log-probs that get gradients) and is checked against the transformers forward in
 ``tests/test_decoder.py``.
@@ -94,29 +94,19 @@ def rms_norm(norm: nn.Module, x: Tensor) -> Tensor:
     return norm.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=norm.variance_epsilon).to(x.dtype)
 
 
-# MKL's packed GEMM (what torch.compile's CPU backend uses for fp32 linears): the weight is
-# re-laid out once for products with a fixed number of rows. Private torch ops, so guarded.
-MKL_PACKED = torch._C.has_mkl and hasattr(torch.ops.mkl, "_mkl_linear")
-
-
 class Linear:
-    """y = x W^T + b for the decode steps, W prepared once per rollout for products with ``rows``
-    rows: MKL's packed layout on fp32 CPU (same results as ``F.linear``, ~1.5x faster at 32 rows
-    with the weights out of cache), else W^T stored contiguously (MKL's faster non-transposed
-    layout at few rows). Other row counts (the prefill) run unpacked."""
+    """y = x W^T + b for the decode steps, W^T stored contiguously once per rollout (MKL's faster
+    non-transposed layout for products with few rows).
 
-    def __init__(self, weight: Tensor, bias: Tensor | None, rows: int):
-        self.bias, self.rows = bias, rows
-        self.packed = None
-        if MKL_PACKED and weight.device.type == "cpu" and weight.dtype == torch.float32:
-            self.weight = weight
-            self.packed = torch.ops.mkl._mkl_reorder_linear_weight(weight, rows)
-        else:
-            self.weight_t = weight.t().contiguous()                                 # [in, out]
+    Not MKL's packed layout (``torch.ops.mkl._mkl_reorder_linear_weight``, what torch.compile
+    emits for fp32 CPU linears): each packed weight takes at least ~5.7 MB whatever its size, so a
+    rollout of a 1M-parameter model allocated ~170 MB, grew the heap and had to hand it back to
+    the OS every step (page faults: ~10% of an RLOO step at 1M, see benchmarks/README.md)."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None):
+        self.bias, self.weight_t = bias, weight.t().contiguous()                 # [in, out]
 
     def __call__(self, x: Tensor) -> Tensor:
-        if self.packed is not None:
-            return torch.ops.mkl._mkl_linear(x, self.packed, self.weight, self.bias, self.rows)
         rows = x.reshape(-1, x.shape[-1])                                        # [B * T, in]
         out = rows @ self.weight_t if self.bias is None else torch.addmm(self.bias, rows,
                                                                           self.weight_t)
@@ -150,11 +140,11 @@ class LeanDecoder:
             weight, bias = _fuse(a.q_proj, a.k_proj, a.v_proj)
             weight = torch.cat([weight[:q_rows] * self.scale, weight[q_rows:]])
             bias = None if bias is None else torch.cat([bias[:q_rows] * self.scale, bias[q_rows:]])
-            self.qkv.append(Linear(weight, bias, B))
-            self.o.append(Linear(*_fuse(a.o_proj), B))
-            self.gate_up.append(Linear(*_fuse(m.gate_proj, m.up_proj), B))
-            self.down.append(Linear(*_fuse(m.down_proj), B))
-        self.head = Linear(*_fuse(model.lm_head), B)
+            self.qkv.append(Linear(weight, bias))
+            self.o.append(Linear(*_fuse(a.o_proj)))
+            self.gate_up.append(Linear(*_fuse(m.gate_proj, m.up_proj)))
+            self.down.append(Linear(*_fuse(m.down_proj)))
+        self.head = Linear(*_fuse(model.lm_head))
         n = len(inner.layers)
         self.k_cache = w.new_zeros(n, B, self.K, max_slots, self.d)           # [n, B, K, S, d]
         self.v_cache = torch.zeros_like(self.k_cache)

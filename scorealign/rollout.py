@@ -8,9 +8,6 @@ share its batch or process (1 process and 2 data-parallel processes see the same
 
 from __future__ import annotations
 
-import ctypes
-import sys
-
 import torch
 import torch.nn.functional as F
 
@@ -72,23 +69,6 @@ def sample_tokens(probs: Tensor, uniforms: Tensor, top_p: float) -> Tensor:
     return pick.clamp(max=probs.shape[1] - 1).squeeze(1)
 
 
-def release_freed_memory() -> None:
-    """Return freed heap memory to the OS (glibc ``malloc_trim``; a no-op elsewhere). Without it
-    the per-rollout decoder buffers (model-sized) fragment glibc's heap and peak RSS creeps up
-    step after step (+~12% by step 3 at 20M parameters)."""
-    global _libc
-    if _libc is None:
-        try:
-            _libc = ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else False
-        except OSError:
-            _libc = False
-    if _libc:
-        _libc.malloc_trim(0)
-
-
-_libc = None
-
-
 class HFDecoder:
     """The transformers forward with its own KV cache: the sampler's fallback for any model."""
 
@@ -128,8 +108,7 @@ def sample(model, prompt_ids: Tensor, prompt_mask: Tensor, uniforms: Tensor, eos
     eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
     pos = position_ids(prompt_mask)                                          # [B, P]
     positions = torch.cat([pos, pos[:, -1:] + 1 + torch.arange(max_new, device=device)], 1)
-    release_freed_memory()                # the last training step's activations, before the
-    decoder = (LeanDecoder.build(model, prompt_mask, positions, P + max_new)   # decoder's copies
+    decoder = (LeanDecoder.build(model, prompt_mask, positions, P + max_new)
                or HFDecoder(model, prompt_mask, positions))
     tokens = torch.full((B, max_new), pad_id, dtype=torch.long, device=device)   # [B, C]
     alive_steps = torch.zeros(B, max_new, dtype=torch.bool, device=device)
@@ -150,8 +129,6 @@ def sample(model, prompt_ids: Tensor, prompt_mask: Tensor, uniforms: Tensor, eos
             n = t + 1
             break
         logits = decoder.step(tokens[:, t], P + t)
-    del decoder, logits
-    release_freed_memory()                # and the decoder's copies and KV cache after it
     completion_mask = alive_steps[:, :n].long()                               # [B, C]
     n_tokens = completion_mask.sum(1).clamp(min=1)
     return tokens[:, :n], completion_mask, logps[:, :n], ~done, entropies / n_tokens
