@@ -104,13 +104,16 @@ def tokenize_example(tokenizer, row: Row, max_prompt_tokens: int, max_completion
 
 
 class OfflineSource:
-    """Groups of k dataset rows (``prompt``, ``completion``, ``score``), tokenized once and with
-    reference log-probs computed once per example (cached), served as rollouts."""
+    """Groups of k dataset rows (``prompt``, ``completion``, ``score``), tokenized up front and
+    with reference log-probs computed once per example (cached), served as rollouts."""
 
     def __init__(self, cfg, groups: list[list[Row]], tokenizer, ref_model):
         self.cfg, self.groups, self.tokenizer, self.ref_model = cfg, groups, tokenizer, ref_model
         self.k = len(groups[0])
-        self.tokens: dict[tuple[int, int], tuple[list[int], list[int]]] = {}
+        # Every example tokenized before the first step (as TRL's trainers do): a row the
+        # tokenizer cannot represent or split fails at start, not hours in, and no step pays for it.
+        self.tokens = [[tokenize_example(tokenizer, row, cfg.max_prompt_tokens, cfg.max_new_tokens)
+                        for row in group] for group in groups]         # [group][j] -> (p ids, c ids)
         self.ref_cache: dict[tuple[int, int], Tensor] = {}              # (group, j) -> [C_j]
         self.ref_forward_rows = 0                                       # examples run through pi_ref
 
@@ -119,13 +122,10 @@ class OfflineSource:
         idx = step_prompt_indices(len(self.groups), cfg.prompts_per_step, cfg.seed, step)[rank::world]
         keys = [(g, j) for g in idx for j in range(self.k)]
         rows = [self.groups[g][j] for g, j in keys]
-        for key, row in zip(keys, rows):
-            if key not in self.tokens:
-                self.tokens[key] = tokenize_example(self.tokenizer, row, cfg.max_prompt_tokens,
-                                                    cfg.max_new_tokens)
-        prompt_ids, prompt_mask = pad_rows([self.tokens[key][0] for key in keys],
-                                           pad_token_id(self.tokenizer), left=True)
-        completion_ids, completion_mask = pad_rows([self.tokens[key][1] for key in keys],
+        tokens = [self.tokens[g][j] for g, j in keys]
+        prompt_ids, prompt_mask = pad_rows([p for p, _ in tokens], pad_token_id(self.tokenizer),
+                                           left=True)
+        completion_ids, completion_mask = pad_rows([c for _, c in tokens],
                                                    pad_token_id(self.tokenizer), left=False)
         batch = Rollout(prompt_ids=prompt_ids, prompt_mask=prompt_mask,
                         completion_ids=completion_ids, completion_mask=completion_mask,

@@ -207,6 +207,19 @@ def test_tokenize_example_conversational_and_truncated(tiny_model_dir):
     assert c_ids[-1] == tok.eos_token_id
 
 
+def test_untokenizable_example_fails_before_the_first_step(tiny_model_dir, tmp_path):
+    """Every example is tokenized when the source is built: a completion the tokenizer cannot
+    represent, in the LAST pair, fails with its file and line before any step is run."""
+    rows = [{"prompt": f"cat {i}", "chosen": "yes", "rejected": "no"} for i in range(15)]
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows + [{"prompt": "dog", "chosen": "yes",
+                                                          "rejected": "\u2603"}])
+    cfg = TrainConfig(model=tiny_model_dir("llama"), dataset=str(data), algo="dpo", steps=2,
+                      prompts_per_step=2, micro_batch_size=4, output_dir=str(tmp_path / "run"))
+    with pytest.raises(DataError, match=r"pairs.jsonl line 16: field 'completion' has no tokens"):
+        train(cfg)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
 def test_mixed_copg_uses_replay_and_resumes_identically(tiny_model_dir, tmp_path):
     from safetensors.torch import load_file
 
