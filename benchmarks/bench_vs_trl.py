@@ -91,6 +91,15 @@ def ratio(a: dict, b: dict, key: str, invert: bool = False):
     return b[key] / a[key] if invert else a[key] / b[key]
 
 
+def paired_ratios(ours: dict, peer: dict) -> str:
+    """peer s/step / our s/step of each interleaved run (run i of both libraries ran back to back,
+    under the same machine load): the spread of the speed ratio itself."""
+    a, b = ours.get("runs_step_s"), peer.get("runs_step_s")
+    if not a or not b or len(a) != len(b) or len(a) < 2 or None in a + b:
+        return ""
+    return " (per interleaved run: " + ", ".join(f"{y / x:.2f}x" for x, y in zip(a, b)) + ")"
+
+
 def median_run(results: list[dict]) -> dict:
     """Of repeated runs of one configuration, the one with the median s/step (errors kept)."""
     ok = sorted((r for r in results if "step_s" in r), key=lambda r: r["step_s"])
@@ -98,6 +107,7 @@ def median_run(results: list[dict]) -> dict:
         return results[0]
     pick = dict(ok[(len(ok) - 1) // 2])
     pick["repeats_step_s"] = [round(r["step_s"], 3) for r in ok]
+    pick["runs_step_s"] = [r.get("step_s") for r in results]                     # in run order
     return pick
 
 
@@ -186,6 +196,10 @@ def print_report(rloo: list[dict], learn: list[dict], dpo: list[dict]) -> None:
               f"{fmt(ratio(ours, trl, 'rss_mb'), '.2f')} | "
               f"{fmt(None if over is None else 100 * (over - 1), '+.0f')}% | "
               f"{fmt(ratio(lora, ours, 'rss_mb'), '.2f')} |")
+    for size in dict.fromkeys(r["size"] for r in rloo):
+        pairs = paired_ratios(by.get((size, "scorealign"), {}), by.get((size, "TRL"), {}))
+        if pairs:
+            print(f"- {size}: completions/s ours/TRL{pairs}")
     if learn:
         print("\n## Learning check (1M, reward = count of 'yes', mean of the last 5 steps)\n")
         for lib in dict.fromkeys(r["lib"] for r in learn):
@@ -207,7 +221,8 @@ def print_report(rloo: list[dict], learn: list[dict], dpo: list[dict]) -> None:
         for size in dict.fromkeys(r["size"] for r in dpo):
             ours, trl = (next((r for r in dpo if r["lib"] == n and r["size"] == size), {})
                          for n in ("scorealign", "TRL"))
-            print(f"- {size}: pairs/s ours/TRL {fmt(ratio(ours, trl, 'per_s'), '.2f')}x; "
+            print(f"- {size}: pairs/s ours/TRL {fmt(ratio(ours, trl, 'per_s'), '.2f')}x"
+                  f"{paired_ratios(ours, trl)}; "
                   f"peak RSS ours/TRL {fmt(ratio(ours, trl, 'rss_mb'), '.2f')}")
 
 

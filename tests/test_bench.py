@@ -46,6 +46,10 @@ def test_repeated_runs_interleave_and_report_the_median(monkeypatch, tmp_path):
     assert order == ["a", "b"] * 3                                   # interleaved
     assert done["a"]["step_s"] == 2.0 and done["b"]["step_s"] == 4.0  # medians of 3, 2, 1.5 / 1, 9, 4
     assert done["a"]["repeats_step_s"] == [1.5, 2.0, 3.0]
+    assert done["a"]["runs_step_s"] == [3.0, 2.0, 1.5]                # run order kept
+    # b ran right after a in each round: b/a per round = 1/3, 9/2, 4/1.5
+    assert bench.paired_ratios(done["a"], done["b"]) == " (per interleaved run: 0.33x, 4.50x, 2.67x)"
+    assert bench.paired_ratios(done["a"], {}) == ""
 
 
 def test_arithmetic_counts_token_passes_by_hand():
