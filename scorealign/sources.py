@@ -115,7 +115,6 @@ class OfflineSource:
         self.tokens = [[tokenize_example(tokenizer, row, cfg.max_prompt_tokens, cfg.max_new_tokens)
                         for row in group] for group in groups]         # [group][j] -> (p ids, c ids)
         self.ref_cache: dict[tuple[int, int], Tensor] = {}              # (group, j) -> [C_j]
-        self.ref_forward_rows = 0                                       # examples run through pi_ref
 
     def batch(self, policy, step: int, rank: int, world: int):
         cfg = self.cfg
@@ -153,7 +152,6 @@ class OfflineSource:
             lengths = mb.completion_mask.sum(1).tolist()
             for row, i in enumerate(missing):
                 self.ref_cache[keys[i]] = lp[row, :lengths[row]].clone()
-            self.ref_forward_rows += len(missing)
         out = torch.zeros(batch.completion_ids.shape)
         for i, key in enumerate(keys):
             out[i, :len(self.ref_cache[key])] = self.ref_cache[key]

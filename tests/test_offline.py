@@ -154,12 +154,12 @@ def test_preference_training_learns_pairs_with_cached_reference(algo, tiny_model
 
     def counting(self, keys, batch):
         out = original(self, keys, batch)
-        calls.append((self.ref_forward_rows, len(passes)))
+        calls.append((sum(passes), len(passes)))   # (reference rows, reference passes) so far
         return out
 
     monkeypatch.setattr(OfflineSource, "reference_logprobs", counting)
     monkeypatch.setattr(sources, "completion_logprobs",
-                        lambda *a, **kw: passes.append(1) or forward(*a, **kw))
+                        lambda m, ids, *a, **kw: passes.append(len(ids)) or forward(m, ids, *a, **kw))
     run = train(TrainConfig(model=tiny_model_dir("llama"), algo=algo, dataset=str(pair_file),
                             beta=0.1, lr=3e-3, prompts_per_step=8, micro_batch_size=8, steps=8,
                             max_new_tokens=8, output_dir=str(tmp_path / algo)))
