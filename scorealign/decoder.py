@@ -94,23 +94,49 @@ def rms_norm(norm: nn.Module, x: Tensor) -> Tensor:
     return norm.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=norm.variance_epsilon).to(x.dtype)
 
 
+# Weights with at least this many elements use oneDNN's blocked layout in the decode steps (CPU,
+# float32): 1.2-1.5x faster products at 32 rows for 512-wide matrices, no gain below ~512 x 512
+# (benchmarks/README.md, item 13). ``None`` once the op turned out to be missing from this build.
+ONEDNN_MIN_WEIGHT: float | None = 2**18
+
+
+def onednn_pack(weight: Tensor, rows: int) -> Tensor | None:
+    """``weight`` [out, in] reordered for ``torch.ops.mkldnn._linear_pointwise`` with about
+    ``rows`` rows per product, or None where that does not apply or pay (not CPU float32,
+    smaller than ``ONEDNN_MIN_WEIGHT``, a torch built without oneDNN)."""
+    global ONEDNN_MIN_WEIGHT
+    if (ONEDNN_MIN_WEIGHT is None or weight.numel() < ONEDNN_MIN_WEIGHT
+            or weight.device.type != "cpu" or weight.dtype != torch.float32):
+        return None
+    try:
+        return torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), rows)
+    except (AttributeError, RuntimeError):                 # no oneDNN in this torch build
+        ONEDNN_MIN_WEIGHT = None
+        return None
+
+
 class Linear:
-    """y = x W^T + b for the decode steps, W^T stored contiguously once per rollout (MKL's faster
-    non-transposed layout for products with few rows).
+    """y = x W^T + b for the decode steps, from a copy of W made once per rollout: oneDNN's
+    blocked layout for large CPU float32 weights (``onednn_pack``), else W^T stored contiguously
+    (MKL's faster non-transposed layout for products with few rows).
 
-    Not MKL's packed layout (``torch.ops.mkl._mkl_reorder_linear_weight``, what torch.compile
-    emits for fp32 CPU linears): each packed weight takes at least ~5.7 MB whatever its size, so a
-    rollout of a 1M-parameter model allocated ~170 MB, grew the heap and had to hand it back to
-    the OS every step (page faults: ~10% of an RLOO step at 1M, see benchmarks/README.md)."""
+    Not MKL's packed layout (``torch.ops.mkl._mkl_reorder_linear_weight``): each packed weight
+    takes at least ~5.7 MB whatever its size, so a rollout of a 1M-parameter model allocated
+    ~170 MB, grew the heap and had to hand it back to the OS every step (page faults: ~10% of an
+    RLOO step at 1M, see benchmarks/README.md). oneDNN's copy is the weight's size."""
 
-    def __init__(self, weight: Tensor, bias: Tensor | None):
-        self.bias, self.weight_t = bias, weight.t().contiguous()                 # [in, out]
+    def __init__(self, weight: Tensor, bias: Tensor | None, rows: int = 32):
+        self.bias, self.out_features = bias, weight.shape[0]
+        self.packed = onednn_pack(weight, rows)
+        self.weight_t = weight.t().contiguous() if self.packed is None else None   # [in, out]
 
     def __call__(self, x: Tensor) -> Tensor:
+        if self.packed is not None:
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [None], "")
         rows = x.reshape(-1, x.shape[-1])                                        # [B * T, in]
         out = rows @ self.weight_t if self.bias is None else torch.addmm(self.bias, rows,
                                                                           self.weight_t)
-        return out.view(*x.shape[:-1], self.weight_t.shape[1])                   # [B, T, out]
+        return out.view(*x.shape[:-1], self.out_features)                        # [B, T, out]
 
 
 class LeanDecoder:
@@ -140,11 +166,11 @@ class LeanDecoder:
             weight, bias = _fuse(a.q_proj, a.k_proj, a.v_proj)
             weight = torch.cat([weight[:q_rows] * self.scale, weight[q_rows:]])
             bias = None if bias is None else torch.cat([bias[:q_rows] * self.scale, bias[q_rows:]])
-            self.qkv.append(Linear(weight, bias))
-            self.o.append(Linear(*_fuse(a.o_proj)))
-            self.gate_up.append(Linear(*_fuse(m.gate_proj, m.up_proj)))
-            self.down.append(Linear(*_fuse(m.down_proj)))
-        self.head = Linear(*_fuse(model.lm_head))
+            self.qkv.append(Linear(weight, bias, B))
+            self.o.append(Linear(*_fuse(a.o_proj), B))
+            self.gate_up.append(Linear(*_fuse(m.gate_proj, m.up_proj), B))
+            self.down.append(Linear(*_fuse(m.down_proj), B))
+        self.head = Linear(*_fuse(model.lm_head), B)
         n = len(inner.layers)
         self.k_cache = w.new_zeros(n, B, self.K, max_slots, self.d)           # [n, B, K, S, d]
         self.v_cache = torch.zeros_like(self.k_cache)

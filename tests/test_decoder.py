@@ -72,6 +72,40 @@ def test_decode_linear_equals_f_linear():
             torch.testing.assert_close(lin(x), torch.nn.functional.linear(x, weight, b))
 
 
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
+def test_onednn_packed_weights_sample_the_same(tiny_model_dir, monkeypatch):
+    """With every decode weight in oneDNN's blocked layout (the threshold lowered so the tiny
+    model's matrices qualify), the sampler draws the same tokens as the transformers path and
+    its log-probs agree to float round-off; the threshold keeps small matrices on plain W^T."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from scorealign import decoder
+
+    path = tiny_model_dir("qwen2")
+    model, tok = AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+    with torch.no_grad():                                                   # q/k/v biases, not 0
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.bias.normal_(0, 0.5), layer.self_attn.v_proj.bias.normal_(0, 0.5)
+    ids, mask = rollout.tokenize_prompts(tok, ["hello", "one two three four five"], 64, [True] * 2)
+    ids, mask = ids.repeat_interleave(2, 0), mask.repeat_interleave(2, 0)
+    u = torch.rand(4, 12, generator=torch.Generator().manual_seed(2))
+    args = (model, ids, mask, u, rollout.eos_token_ids(tok, model), rollout.pad_token_id(tok))
+    built = []
+    real = decoder.LeanDecoder.build.__func__
+    monkeypatch.setattr(decoder.LeanDecoder, "build",
+                        classmethod(lambda cls, *a: built.append(real(cls, *a)) or built[-1]))
+    monkeypatch.setattr(decoder, "ONEDNN_MIN_WEIGHT", 1)
+    packed = rollout.sample(*args)
+    assert all(lin.packed is not None and lin.weight_t is None for lin in built[0].qkv)
+    monkeypatch.setattr(decoder, "ONEDNN_MIN_WEIGHT", 2**18)
+    rollout.sample(*args)
+    assert all(lin.packed is None for lin in built[1].qkv + built[1].gate_up)   # tiny: plain
+    monkeypatch.setattr(rollout.LeanDecoder, "build", classmethod(lambda cls, *a: None))
+    hf = rollout.sample(*args)
+    assert torch.equal(packed[0], hf[0]) and torch.equal(packed[1], hf[1])
+    assert torch.allclose(packed[2], hf[2], atol=1e-5)
+
+
 def test_decoder_weight_copies_are_model_sized(tiny_model_dir):
     """The per-rollout weight copies take what the weights they copy take, whatever the matrix
     sizes: MKL's packed layout, which allocated >= 5.7 MB per matrix (170 MB for a 1M-parameter
