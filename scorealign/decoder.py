@@ -4,9 +4,9 @@ Why: on CPU, and for small models on any device, one ``model(...)`` decode call 
 spends most of its time in Python (mask construction, cache objects, output containers, hooks),
 not in arithmetic. This decoder runs the SAME weights through the same equations with a static,
 preallocated KV cache, q/k/v and gate/up projections fused into one matmul each (their weights
-stored transposed, ``Linear``), rotary tables computed once per rollout, and no
-per-step allocation of masks. It is inference only (it is never
-used for log-probs that get gradients) and is checked against the transformers forward in
+copied once per rollout in the layout fastest for few-row products, ``Linear``), rotary tables
+computed once per rollout, and no per-step allocation of masks. It is inference only (it is
+never used for log-probs that get gradients) and is checked against the transformers forward in
 ``tests/test_decoder.py``.
 
 Supported: ``LlamaForCausalLM``, ``Qwen2ForCausalLM`` and ``MistralForCausalLM`` (or a peft model
@@ -95,8 +95,8 @@ def rms_norm(norm: nn.Module, x: Tensor) -> Tensor:
 
 
 # Weights with at least this many elements use oneDNN's blocked layout in the decode steps (CPU,
-# float32): 1.2-1.5x faster products at 32 rows for 512-wide matrices, no gain below ~512 x 512
-# (benchmarks/README.md, item 13). ``None`` once the op turned out to be missing from this build.
+# float32): 1.2-1.5x faster products at 32 rows for 512-wide matrices than MKL on the benchmark's
+# AMD EPYC, no gain below ~512 x 512 (benchmarks/README.md, item 13). ``None`` once the op turned out to be missing from this build.
 ONEDNN_MIN_WEIGHT: float | None = 2**18
 
 

@@ -106,6 +106,22 @@ def test_onednn_packed_weights_sample_the_same(tiny_model_dir, monkeypatch):
     assert torch.allclose(packed[2], hf[2], atol=1e-5)
 
 
+def test_decode_linear_without_onednn_falls_back(monkeypatch):
+    """A torch built without oneDNN's reorder op: large weights stay on plain W^T, same products,
+    and the op is not tried again."""
+    from scorealign import decoder
+
+    def missing(*a, **kw):
+        raise RuntimeError("no mkldnn")
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", missing, raising=False)
+    monkeypatch.setattr(decoder, "ONEDNN_MIN_WEIGHT", 1)
+    weight, x = torch.randn(48, 16), torch.randn(6, 16)
+    lin = decoder.Linear(weight, None)
+    assert lin.packed is None and decoder.ONEDNN_MIN_WEIGHT is None
+    torch.testing.assert_close(lin(x), torch.nn.functional.linear(x, weight))
+
+
 def test_decoder_weight_copies_are_model_sized(tiny_model_dir):
     """The per-rollout weight copies take what the weights they copy take, whatever the matrix
     sizes: MKL's packed layout, which allocated >= 5.7 MB per matrix (170 MB for a 1M-parameter
