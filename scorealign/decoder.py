@@ -18,6 +18,8 @@ the transformers forward.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -95,9 +97,10 @@ def rms_norm(norm: nn.Module, x: Tensor) -> Tensor:
 
 
 # Weights with at least this many elements use oneDNN's blocked layout in the decode steps (CPU,
-# float32): 1.2-1.5x faster products at 32 rows for 512-wide matrices than MKL on the benchmark's
-# AMD EPYC, no gain below ~512 x 512 (benchmarks/README.md, item 13). ``None`` once the op turned out to be missing from this build.
-ONEDNN_MIN_WEIGHT: float | None = 2**18
+# float32): 1.2-1.5x faster products at 32 rows than MKL for 512-wide matrices on the benchmark's
+# AMD EPYC, no gain below ~512 x 512 (benchmarks/README.md, item 13). ``None``: off
+# (``SCOREALIGN_ONEDNN=0``, or the op turned out to be missing from this torch build).
+ONEDNN_MIN_WEIGHT: float | None = None if os.environ.get("SCOREALIGN_ONEDNN", "1") == "0" else 2**18
 
 
 def onednn_pack(weight: Tensor, rows: int) -> Tensor | None:

@@ -122,6 +122,19 @@ def test_decode_linear_without_onednn_falls_back(monkeypatch):
     torch.testing.assert_close(lin(x), torch.nn.functional.linear(x, weight))
 
 
+def test_onednn_switched_off_by_environment():
+    """``SCOREALIGN_ONEDNN=0`` keeps every decode weight on plain W^T (read at import)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import torch; from scorealign import decoder; "
+            "print(decoder.ONEDNN_MIN_WEIGHT, decoder.Linear(torch.randn(1024, 512), None).packed)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "SCOREALIGN_ONEDNN": "0"}).stdout.split()
+    assert out == ["None", "None"]
+
+
 def test_decoder_weight_copies_are_model_sized(tiny_model_dir):
     """The per-rollout weight copies take what the weights they copy take, whatever the matrix
     sizes: MKL's packed layout, which allocated >= 5.7 MB per matrix (170 MB for a 1M-parameter
