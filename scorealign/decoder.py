@@ -128,7 +128,7 @@ class Linear:
     ~170 MB, grew the heap and had to hand it back to the OS every step (page faults: ~10% of an
     RLOO step at 1M, see benchmarks/README.md). oneDNN's copy is the weight's size."""
 
-    def __init__(self, weight: Tensor, bias: Tensor | None, rows: int = 32):
+    def __init__(self, weight: Tensor, bias: Tensor | None, rows: int):
         self.bias, self.out_features = bias, weight.shape[0]
         self.packed = onednn_pack(weight, rows)
         self.weight_t = weight.t().contiguous() if self.packed is None else None   # [in, out]

@@ -66,7 +66,7 @@ def test_decode_linear_equals_f_linear():
     torch.manual_seed(0)
     weight, bias = torch.randn(48, 16), torch.randn(48)
     for b in (bias, None):
-        lin = decoder.Linear(weight, b)
+        lin = decoder.Linear(weight, b, rows=6)
         for shape in [(6, 1, 16), (2, 5, 16)]:
             x = torch.randn(shape)
             torch.testing.assert_close(lin(x), torch.nn.functional.linear(x, weight, b))
@@ -117,7 +117,7 @@ def test_decode_linear_without_onednn_falls_back(monkeypatch):
     monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight", missing, raising=False)
     monkeypatch.setattr(decoder, "ONEDNN_MIN_WEIGHT", 1)
     weight, x = torch.randn(48, 16), torch.randn(6, 16)
-    lin = decoder.Linear(weight, None)
+    lin = decoder.Linear(weight, None, rows=6)
     assert lin.packed is None and decoder.ONEDNN_MIN_WEIGHT is None
     torch.testing.assert_close(lin(x), torch.nn.functional.linear(x, weight))
 
@@ -129,7 +129,7 @@ def test_onednn_switched_off_by_environment():
     import sys
 
     code = ("import torch; from scorealign import decoder; "
-            "print(decoder.ONEDNN_MIN_WEIGHT, decoder.Linear(torch.randn(1024, 512), None).packed)")
+            "print(decoder.ONEDNN_MIN_WEIGHT, decoder.Linear(torch.randn(1024, 512), None, 32).packed)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "SCOREALIGN_ONEDNN": "0"}).stdout.split()
     assert out == ["None", "None"]
