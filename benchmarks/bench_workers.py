@@ -38,6 +38,21 @@ def rss_now_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def time_calls(owner, name: str, sink: list) -> None:
+    """Wrap ``owner.name`` so that each call's wall-clock seconds are appended to ``sink`` (the
+    sampling share of a step, ``step_split.py``)."""
+    fn = getattr(owner, name)
+
+    def timed(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            sink.append(time.perf_counter() - t0)
+
+    setattr(owner, name, timed)
+
+
 def prompts(spec: dict) -> list[str]:
     from scorealign.tiny import toy_prompts
 
@@ -53,7 +68,11 @@ def run_ours(spec: dict) -> dict:
     from scorealign.rewards import CallableReward
     from scorealign.train import train
 
-    base_rss = rss_now_mb()
+    base_rss, sampling = rss_now_mb(), []
+    if spec.get("split"):
+        import scorealign.rollout
+
+        time_calls(scorealign.rollout, "sample", sampling)
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig(model=spec["model"], dataset="toy", algo="rloo", k=spec["k"],
                           beta=spec["beta"], max_new_tokens=spec["max_new"], steps=spec["steps"],
@@ -64,7 +83,8 @@ def run_ours(spec: dict) -> dict:
         rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     return {"step_s": [r["time/step_s"] for r in rows],
             "tokens": [r["completion_len"] * spec["prompts_per_step"] * spec["k"] for r in rows],
-            "reward": [r["reward/mean"] for r in rows], "base_rss_mb": base_rss}
+            "reward": [r["reward/mean"] for r in rows], "base_rss_mb": base_rss,
+            "sample_s": sampling}
 
 
 def run_trl(spec: dict) -> dict:
@@ -75,7 +95,11 @@ def run_trl(spec: dict) -> dict:
 
     base_rss = rss_now_mb()
     batch = spec["prompts_per_step"] * spec["k"]
-    times, logs = [], []
+    times, logs, sampling = [], [], []
+    if spec.get("split"):
+        from transformers.generation.utils import GenerationMixin
+
+        time_calls(GenerationMixin, "generate", sampling)
 
     class Timer(TrainerCallback):
         def on_step_begin(self, args, state, control, **kw):
@@ -108,7 +132,7 @@ def run_trl(spec: dict) -> dict:
         trainer.train()
     return {"step_s": times,
             "tokens": [r["completions/mean_length"] * batch for r in logs],
-            "reward": [r["reward"] for r in logs], "base_rss_mb": base_rss}
+            "reward": [r["reward"] for r in logs], "base_rss_mb": base_rss, "sample_s": sampling}
 
 
 def run_floor(spec: dict) -> dict:

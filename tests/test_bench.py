@@ -67,3 +67,22 @@ def test_arithmetic_counts_token_passes_by_hand():
     lean, padded = arith.lean_tokens(p, c, 2), arith.padded_tokens(p, c)
     assert arith.rloo_passes(p, c, 2, 4) == {"ours": 2 * 5 + 4 * 5 + 4 * lean,
                                              "padded": 4 * 5 + 4 * 5 + 5 * padded}
+
+
+def test_step_split_times_sampling_inside_a_real_step(tiny_model_dir, tmp_path):
+    """benchmarks/step_split.py: the worker records one sampling time per step, each shorter
+    than its step, and ``split`` takes medians over steps 2..N."""
+    bench = load("bench_vs_trl")
+    spec = dict(bench.RLOO, model=tiny_model_dir("llama"), seed=0, steps=3, lr=1e-4, threads=1,
+                worker="ours", prompts_per_step=2, micro_batch=4, max_new=4, split=True)
+    res = bench.run_worker(spec, sys.executable, tmp_path)
+    assert "error" not in res, res
+    assert len(res["sample_s"]) == len(res["step_s"]) == 3
+    assert all(0 < g < s for g, s in zip(res["sample_s"], res["step_s"]))
+    sys.path.insert(0, str(BENCH))
+    try:
+        split = load("step_split").split
+    finally:
+        sys.path.remove(str(BENCH))
+    row = split({"step_s": [9.0, 1.0, 3.0, 2.0], "sample_s": [5.0, 0.5, 1.0, 1.5]})
+    assert row == {"step_s": 2.0, "sample_s": 1.0, "rest_s": 0.5}   # rests 0.5, 2.0, 0.5
