@@ -78,7 +78,17 @@ def summarise(r: dict, batch: int) -> dict:
     if r.get("reward"):
         last = r["reward"][-5:]
         out["reward_last5"] = sum(last) / len(last)
+    if r.get("sample_s"):                                     # spec "split": step_split.py
+        out.update(split_times(r["step_s"], r["sample_s"]))
     return out
+
+
+def split_times(step_s: list[float], sample_s: list[float]) -> dict:
+    """Per-step seconds and sampling seconds -> medians over steps 2..N of the step, the
+    sampling and the rest (step minus sampling)."""
+    steps, sampling = step_s[1:], sample_s[1:len(step_s)]
+    return {"step_s": statistics.median(steps), "sample_s": statistics.median(sampling),
+            "rest_s": statistics.median(s - g for s, g in zip(steps, sampling))}
 
 
 def fmt(x, spec=".1f") -> str:

@@ -1,36 +1,26 @@
 """Where an RLOO step goes: sampling vs everything else, scorealign and TRL, same settings as
 ``bench_vs_trl.py``.
 
-    python benchmarks/step_split.py --trl-python /tmp/trlvenv/bin/python            # 1M, ~3 min
+    python benchmarks/step_split.py --trl-python /tmp/trlvenv/bin/python            # 1M, ~1 min
     python benchmarks/step_split.py --sizes 1M 20M --repeats 3 --trl-python ...
 
 Sampling is the time inside ``scorealign.rollout.sample`` (ours) or ``model.generate`` (TRL);
 the rest is the step minus that: reference log-probs, reward, forward/backward, optimizer (and,
-for TRL, its extra "old log-probs" forward). Medians over steps 2..N of each run, the run with
-the median step of ``--repeats`` interleaved runs. The last column, TRL's step over our step
-WITHOUT its sampling, is the ratio we would reach with a sampler that costs nothing: the
-ceiling on what a faster sampler can buy (benchmarks/README.md, "How far arithmetic alone
-goes").
+for TRL, its extra "old log-probs" forward). Medians over steps 2..N of each run
+(``bench_vs_trl.split_times``), the run with the median step of ``--repeats`` interleaved runs
+(``bench_vs_trl.run_interleaved``). The last figure, TRL's step over our step WITHOUT its
+sampling, is the ratio we would reach with a sampler that costs nothing: the ceiling on what a
+faster sampler can buy (benchmarks/README.md, "How far arithmetic alone goes").
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from bench_vs_trl import LR, RLOO, SIZES, build_models, has_trl, run_worker
-
-
-def split(result: dict) -> dict:
-    """One worker's result -> median step, sampling and rest seconds over steps 2..N."""
-    if "error" in result:
-        return result
-    steps, sampling = result["step_s"][1:], result["sample_s"][1:len(result["step_s"])]
-    return {"step_s": statistics.median(steps), "sample_s": statistics.median(sampling),
-            "rest_s": statistics.median(s - g for s, g in zip(steps, sampling))}
+from bench_vs_trl import LR, RLOO, SIZES, build_models, has_trl, run_interleaved
 
 
 def main(argv=None) -> list[dict]:
@@ -47,27 +37,23 @@ def main(argv=None) -> list[dict]:
     libs = {"scorealign": ("ours", sys.executable)}
     if has_trl(args.trl_python):
         libs["TRL"] = ("trl", args.trl_python)
+    batch = RLOO["k"] * RLOO["prompts_per_step"]
     rows = []
     for size, path in models.items():
         spec = dict(RLOO, model=path, seed=0, steps=args.steps, lr=LR[size], threads=args.threads,
                     split=True)
-        runs = {lib: [] for lib in libs}
-        for r in range(args.repeats):                                  # interleaved, as bench_vs_trl
-            for lib, (worker, python) in libs.items():
-                print(f"  {size} {lib} (run {r + 1}/{args.repeats}) ...", flush=True)
-                runs[lib].append(split(run_worker({**spec, "worker": worker}, python, args.workdir)))
-        for lib, results in runs.items():
-            ok = sorted((x for x in results if "step_s" in x), key=lambda x: x["step_s"])
-            rows.append({"size": size, "lib": lib, **(ok[(len(ok) - 1) // 2] if ok else results[0])})
+        jobs = {lib: ({**spec, "worker": worker}, python, batch, f"{size} {lib}")
+                for lib, (worker, python) in libs.items()}
+        rows += [{"size": size, "lib": lib, **r} for lib, r in run_interleaved(jobs, args).items()]
     print("\n| size | library | s/step | sampling s | rest s | sampling share |")
     print("|---|---|---|---|---|---|")
     for row in rows:
-        if "step_s" in row:
+        if "sample_s" in row:
             print(f"| {row['size']} | {row['lib']} | {row['step_s']:.3f} | {row['sample_s']:.3f} | "
                   f"{row['rest_s']:.3f} | {row['sample_s'] / row['step_s']:.0%} |")
         else:
             print(f"| {row['size']} | {row['lib']} | {row.get('error', '?')} | | | |")
-    by = {(r["size"], r["lib"]): r for r in rows if "step_s" in r}
+    by = {(r["size"], r["lib"]): r for r in rows if "sample_s" in r}
     for size in models:
         ours, trl = by.get((size, "scorealign")), by.get((size, "TRL"))
         if ours and trl:
