@@ -5,7 +5,7 @@
 Counts, on the benchmark's own batches (same models, prompts, k, lengths and micro-batches as
 ``bench_vs_trl.py``), how many tokens go through the linear layers per step:
 
-- **ours**: the lean layout (``scorealign/forward.py``): a shared prompt once per group, each
+- **ours**: the lean layout (``scorealign/engine/forward.py``): a shared prompt once per group, each
   completion once but for its last token, no padding; sampling prefills each distinct prompt once.
 - **padded**: what TRL's trainers run (and the floor's ``generate``): every row padded to the
   batch's longest prompt + completion, the prompt once per row; RLOO also makes TRL's extra
@@ -97,8 +97,8 @@ def rloo_lengths(path: str, seed: int = 0) -> tuple[list[int], list[int]]:
     """Prompt and completion lengths of one benchmark rollout (8 prompts x k, our sampler)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from scorealign.rollout import eos_token_ids, pad_token_id, sample, tokenize_prompts
-    from scorealign.tiny import toy_prompts
+    from scorealign.core.tiny import toy_prompts
+    from scorealign.engine.rollout import eos_token_ids, pad_token_id, sample, tokenize_prompts
 
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
@@ -113,10 +113,10 @@ def rloo_lengths(path: str, seed: int = 0) -> tuple[list[int], list[int]]:
 
 def dpo_lengths(path: str, n_pairs: int = 64, seed: int = 0) -> tuple[list[int], list[int]]:
     """Prompt and completion lengths of the benchmark's DPO pairs (chosen, rejected, ...)."""
+    from bench_workers import dpo_pairs
     from transformers import AutoTokenizer
 
-    from bench_workers import dpo_pairs
-    from scorealign.sources import tokenize_example
+    from scorealign.train.batches import tokenize_example
 
     tok = AutoTokenizer.from_pretrained(path)
     p_lens, c_lens = [], []
@@ -138,7 +138,7 @@ def main(argv=None) -> list[dict]:
     torch.set_num_threads(1)
     from transformers import AutoModelForCausalLM
 
-    from scorealign.models import quiet_transformers
+    from scorealign.core.models import quiet_transformers
 
     quiet_transformers()
     args.workdir.mkdir(parents=True, exist_ok=True)

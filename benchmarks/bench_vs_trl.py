@@ -31,8 +31,8 @@ LR = {"1M": 3e-3, "20M": 1e-5}   # 1M learns within the run (reward check); 20M 
 
 def build_models(workdir: Path, sizes: list[str]) -> dict[str, str]:
     sys.path.insert(0, str(ROOT))
-    from scorealign.models import quiet_transformers
-    from scorealign.tiny import build_tiny_model
+    from scorealign.core.models import quiet_transformers
+    from scorealign.core.tiny import build_tiny_model
 
     quiet_transformers()
     paths = {}

@@ -54,7 +54,7 @@ def time_calls(owner, name: str, sink: list) -> None:
 
 
 def prompts(spec: dict) -> list[str]:
-    from scorealign.tiny import toy_prompts
+    from scorealign.core.tiny import toy_prompts
 
     return toy_prompts(256, spec["seed"])
 
@@ -64,15 +64,14 @@ def prompts(spec: dict) -> list[str]:
 
 def run_ours(spec: dict) -> dict:
     """scorealign RLOO through the public entry point, ``train(TrainConfig(...))``."""
-    from scorealign.config import TrainConfig
-    from scorealign.rewards import CallableReward
-    from scorealign.train import train
+    from scorealign.rewards.sources import CallableReward
+    from scorealign.train import TrainConfig, train
 
     base_rss, sampling = rss_now_mb(), []
     if spec.get("split"):
-        import scorealign.rollout
+        import scorealign.engine.rollout
 
-        time_calls(scorealign.rollout, "sample", sampling)
+        time_calls(scorealign.engine.rollout, "sample", sampling)
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig(model=spec["model"], dataset="toy", algo="rloo", k=spec["k"],
                           beta=spec["beta"], max_new_tokens=spec["max_new"], steps=spec["steps"],
@@ -140,7 +139,7 @@ def run_floor(spec: dict) -> dict:
     micro-batch + AdamW step, on the batch scorealign would use. No reward, no logging."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from scorealign.rollout import completion_logprobs
+    from scorealign.engine.rollout import completion_logprobs
 
     base_rss = rss_now_mb()
     torch.manual_seed(spec["seed"])
@@ -188,7 +187,7 @@ def dpo_pairs(path: Path, n: int, seed: int) -> Path:
     """Synthetic preference pairs (JSONL prompt/chosen/rejected): chosen says 'yes' more often."""
     import random
 
-    from scorealign.tiny import TOY_WORDS
+    from scorealign.core.tiny import TOY_WORDS
 
     rng = random.Random(seed)
     words = lambda m, w: " ".join(rng.choice(w) for _ in range(m))  # noqa: E731
@@ -202,9 +201,8 @@ def dpo_pairs(path: Path, n: int, seed: int) -> Path:
 
 def run_ours_dpo(spec: dict) -> dict:
     """scorealign DPO: TrainConfig(algo='dpo', dataset=pairs.jsonl) through train()."""
-    from scorealign.config import TrainConfig
     from scorealign.errors import ConfigError
-    from scorealign.train import train
+    from scorealign.train import TrainConfig, train
 
     base_rss = rss_now_mb()
     with tempfile.TemporaryDirectory() as out:
@@ -267,7 +265,7 @@ def main() -> None:
     torch.set_num_threads(spec.get("threads", torch.get_num_threads()))
     if spec["worker"].startswith("trl"):
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from scorealign.models import quiet_transformers
+    from scorealign.core.models import quiet_transformers
 
     quiet_transformers()
     result = WORKERS[spec["worker"]](spec)

@@ -4,7 +4,7 @@
     python benchmarks/step_split.py --trl-python /tmp/trlvenv/bin/python            # 1M, ~1 min
     python benchmarks/step_split.py --sizes 1M 20M --repeats 3 --trl-python ...
 
-Sampling is the time inside ``scorealign.rollout.sample`` (ours) or ``model.generate`` (TRL);
+Sampling is the time inside ``scorealign.engine.rollout.sample`` (ours) or ``model.generate`` (TRL);
 the rest is the step minus that: reference log-probs, reward, forward/backward, optimizer (and,
 for TRL, its extra "old log-probs" forward). Medians over steps 2..N of each run
 (``bench_vs_trl.split_times``), the run with the median step of ``--repeats`` interleaved runs

@@ -21,8 +21,9 @@ import importlib
 import sys
 from pathlib import Path
 
-from .config import TrainConfig, field_help, load_config
+from .core.config import field_help, load_config
 from .errors import ConfigError, UserError
+from .train.config import TrainConfig
 
 USAGE = __doc__.split("\n\n")[1]
 
@@ -41,7 +42,7 @@ def print_help(cls) -> None:
 
 
 def cmd_train(args: list[str]) -> int:
-    from .train import train
+    from .train.loop import train
 
     if "-h" in args or "--help" in args:
         print_help(TrainConfig)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from scorealign.models import quiet_transformers
-from scorealign.tiny import build_tiny_model
+from scorealign.core.models import quiet_transformers
+from scorealign.core.tiny import build_tiny_model
 
 quiet_transformers()
 

@@ -3,8 +3,8 @@ prompt groups as padded tensors, and the flattened gradient of a log-prob sum.""
 
 import torch
 
-from scorealign.rollout import pad_rows
-from scorealign.tiny import build_tiny_model
+from scorealign.core.tiny import build_tiny_model
+from scorealign.engine.rollout import pad_rows
 
 # (prompt ids, [completion ids, ...]): adjacent completions share their prompt
 SHARED = [([5, 6, 7], [[8, 9, 10, 11], [12], [13, 14]]),

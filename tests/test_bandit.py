@@ -10,9 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from scorealign import bandit as B
-from scorealign.losses import copg_loss, ipo_loss, kl_penalized_rewards, policy_gradient_loss
-
+from scorealign.algorithms.losses import (
+    copg_loss,
+    ipo_loss,
+    kl_penalized_rewards,
+    policy_gradient_loss,
+)
+from scorealign.recipes import bandit as B
 
 # ---- exact quantities ----
 

@@ -6,8 +6,9 @@ import sys
 import pytest
 
 from scorealign.cli import main
-from scorealign.config import TrainConfig, load_config, parse_overrides
+from scorealign.core.config import load_config, parse_overrides
 from scorealign.errors import ConfigError
+from scorealign.train import TrainConfig
 
 
 def run_cli(capsys, *argv):

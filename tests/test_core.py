@@ -10,11 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from scorealign import losses
-from scorealign.config import TrainConfig
-from scorealign.rewards import CallableReward, reward_from_spec, score_batch
-from scorealign.rollout import completion_logprobs, generate_rollout
-from scorealign.train import train
+from scorealign.algorithms import losses
+from scorealign.engine.rollout import completion_logprobs, generate_rollout
+from scorealign.rewards.sources import CallableReward, reward_from_spec, score_batch
+from scorealign.train import TrainConfig, train
 
 # Update tolerance for invariance checks: 1% of the learning rate on any parameter. One AdamW step
 # moves every parameter with a non-zero gradient by ~lr; round-off in the gradient (different
@@ -61,7 +60,7 @@ def test_every_architecture_trains_rloo(arch, tiny_model_dir, tmp_path):
 def test_toy_reward_rises_with_rloo(tmp_path):
     """The built-in demo settings: RLOO k=4 raises count('yes') from ~0 within 40 steps."""
     from scorealign.cli import DEMO_DEFAULTS
-    from scorealign.config import load_config
+    from scorealign.core.config import load_config
 
     cfg = load_config(TrainConfig, None, {**DEMO_DEFAULTS, "output_dir": str(tmp_path / "demo")})
     rows = metrics(train(cfg))

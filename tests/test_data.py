@@ -1,4 +1,4 @@
-"""Tests for scorealign.data: every source format, TRL row format and error path."""
+"""Tests for scorealign.data.formats: every source format, TRL row format and error path."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scorealign import data
+from scorealign.data import formats as data
 from scorealign.errors import DataError, UserError
 
 USER = {"role": "user", "content": "What is 2+2?"}

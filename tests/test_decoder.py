@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from scorealign import rollout
-from scorealign.decoder import supports
+from scorealign.engine import rollout
+from scorealign.engine.decoder import supports
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
@@ -39,7 +39,7 @@ def test_shared_prompts_prefilled_once_same_samples(tiny_model_dir, monkeypatch)
     tokens and log-probs equal the transformers path's (which prefills every row)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from scorealign import decoder
+    from scorealign.engine import decoder
 
     path = tiny_model_dir("llama")
     model, tok = AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
@@ -61,7 +61,7 @@ def test_shared_prompts_prefilled_once_same_samples(tiny_model_dir, monkeypatch)
 def test_decode_linear_equals_f_linear():
     """``decoder.Linear`` (W^T stored contiguously): the same products as ``F.linear`` for a decode
     step's [B, 1, in] and a prefill's [B, T, in], with and without bias."""
-    from scorealign import decoder
+    from scorealign.engine import decoder
 
     torch.manual_seed(0)
     weight, bias = torch.randn(48, 16), torch.randn(48)
@@ -79,7 +79,7 @@ def test_onednn_packed_weights_sample_the_same(tiny_model_dir, monkeypatch):
     its log-probs agree to float round-off; the threshold keeps small matrices on plain W^T."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from scorealign import decoder
+    from scorealign.engine import decoder
 
     path = tiny_model_dir("qwen2")
     model, tok = AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
@@ -109,7 +109,7 @@ def test_onednn_packed_weights_sample_the_same(tiny_model_dir, monkeypatch):
 def test_decode_linear_without_onednn_falls_back(monkeypatch):
     """A torch built without oneDNN's reorder op: large weights stay on plain W^T, same products,
     and the op is not tried again."""
-    from scorealign import decoder
+    from scorealign.engine import decoder
 
     def missing(*a, **kw):
         raise RuntimeError("no mkldnn")
@@ -128,7 +128,7 @@ def test_onednn_switched_off_by_environment():
     import subprocess
     import sys
 
-    code = ("import torch; from scorealign import decoder; "
+    code = ("import torch; from scorealign.engine import decoder; "
             "print(decoder.ONEDNN_MIN_WEIGHT, decoder.Linear(torch.randn(1024, 512), None, 32).packed)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "SCOREALIGN_ONEDNN": "0"}).stdout.split()
@@ -141,7 +141,7 @@ def test_decoder_weight_copies_are_model_sized(tiny_model_dir):
     model, and page faults every step), must not come back (benchmarks/README.md)."""
     from transformers import AutoModelForCausalLM
 
-    from scorealign import decoder
+    from scorealign.engine import decoder
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir("llama")).eval()
     mask = torch.ones(4, 3, dtype=torch.long)

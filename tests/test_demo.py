@@ -6,7 +6,7 @@ import json
 import pytest
 
 from scorealign.cli import main as cli
-from scorealign.demo import METHODS
+from scorealign.recipes.demo import METHODS
 
 
 @pytest.mark.slow
@@ -31,7 +31,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert best > policies["sft"]["gold"], {k: v["gold"] for k, v in policies.items()}
 
     # the cross-lingual transfer experiment (issue 7) on this demo run's models and data
-    from scorealign.transfer import run_transfer
+    from scorealign.recipes.transfer import run_transfer
 
     transfer = run_transfer(out, steps=2)
     assert set(transfer) == {"sft", "dpo-english", "rloo-english", "dpo-all", "rloo-all"}

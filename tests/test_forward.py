@@ -1,4 +1,4 @@
-"""The lean forward for completion log-probs (``scorealign/forward.py``): the same log-probs and
+"""The lean forward for completion log-probs (``scorealign/engine/forward.py``): the same log-probs and
 gradients as the transformers forward over padded rows, for every layout it builds, and the cases
 it leaves to transformers."""
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from logprob_cases import SHARED, grads, padded_batch, tiny_lm
 
-from scorealign import forward
-from scorealign.rollout import completion_logprobs
+from scorealign.engine import forward
+from scorealign.engine.rollout import completion_logprobs
 
 DISTINCT = [([5, 6], [[7, 8, 9]]), ([9, 10, 11, 12], [[13]]), ([3], [[14, 15]])]
 

@@ -1,4 +1,4 @@
-"""Language fidelity (scorealign.langid): code normalisation, clusters, stripping, undetermined
+"""Language fidelity (scorealign.rewards.language): code normalisation, clusters, stripping, undetermined
 short answers, the builtin:language reward, and accuracy on generated sentences."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from scorealign import langid as L
 from scorealign.errors import DataError
-from scorealign.rewards import reward_from_spec, score_batch
+from scorealign.rewards import language as L
+from scorealign.rewards.sources import reward_from_spec, score_batch
 
 # Template sentences per language: subject + verb phrase + object + place/time tail, 5-15 words.
 WORDS = {

@@ -6,9 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from scorealign.config import TrainConfig
-from scorealign.rollout import completion_logprobs
-from scorealign.train import train
+from scorealign.engine.rollout import completion_logprobs
+from scorealign.train import TrainConfig, train
 
 pytest.importorskip("peft")
 
@@ -40,7 +39,7 @@ def test_lora_reference_is_the_base_model(tiny_model_dir, tmp_path):
     from accelerate import Accelerator
     from transformers import AutoModelForCausalLM
 
-    from scorealign.models import load_models
+    from scorealign.core.models import load_models
 
     model = tiny_model_dir("llama")
     cfg = TrainConfig(model=model, lora_r=4, output_dir=str(tmp_path))
@@ -67,9 +66,9 @@ def test_lean_decoder_samples_lora_policy_like_transformers(tiny_model_dir, tmp_
     from accelerate import Accelerator
     from transformers import AutoTokenizer
 
-    from scorealign import packing, rollout
-    from scorealign.decoder import supports
-    from scorealign.models import load_models
+    from scorealign.core.models import load_models
+    from scorealign.engine import packing, rollout
+    from scorealign.engine.decoder import supports
 
     model = tiny_model_dir("llama")
     cfg = TrainConfig(model=model, lora_r=4, output_dir=str(tmp_path))

@@ -1,11 +1,11 @@
-"""Hand-computed values for every estimator and loss in scorealign.losses."""
+"""Hand-computed values for every estimator and loss in scorealign.algorithms.losses."""
 
 import math
 
 import pytest
 import torch
 
-from scorealign import losses
+from scorealign.algorithms import losses
 
 
 def test_sequence_kl_is_k1_on_sampled_tokens():

@@ -13,15 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from scorealign import losses
-from scorealign.algorithms import ALGORITHMS
+from scorealign.algorithms import ALGORITHMS, losses
 from scorealign.cli import main as cli
-from scorealign.config import TrainConfig
+from scorealign.core.tiny import toy_prompts
+from scorealign.engine.rollout import completion_logprobs, generate_rollout
 from scorealign.errors import ConfigError, DataError
-from scorealign.rollout import completion_logprobs, generate_rollout
-from scorealign.sources import OfflineSource, offline_groups, tokenize_example
-from scorealign.tiny import toy_prompts
-from scorealign.train import train
+from scorealign.train import TrainConfig, train
+from scorealign.train.batches import OfflineSource, offline_groups, tokenize_example
 
 BETA = 0.1
 
@@ -147,7 +145,7 @@ def test_preference_training_learns_pairs_with_cached_reference(algo, tiny_model
     """Two passes over 16 pairs: accuracy reaches 1, the margin grows, and the reference model
     runs once per example (32 sequences), not once per epoch, in one inference pass per step
     (16 sequences, not one pass per micro-batch of 8)."""
-    import scorealign.sources as sources
+    import scorealign.train.batches as sources
 
     calls, passes = [], []
     original, forward = OfflineSource.reference_logprobs, sources.completion_logprobs
@@ -267,7 +265,7 @@ def test_two_processes_match_one_for_grouped_losses(algo, port, tiny_model_dir, 
 
     from safetensors.torch import load_file
 
-    from scorealign.config import save_config
+    from scorealign.core.config import save_config
 
     monkeypatch.setenv("SCOREALIGN_LEAN_FORWARD", "0")
 

@@ -1,12 +1,12 @@
-"""Shared-prompt packing (``scorealign/packing.py``): same log-probs and gradients as one padded
+"""Shared-prompt packing (``scorealign/engine/packing.py``): same log-probs and gradients as one padded
 row per completion, and the fallbacks."""
 
 import pytest
 import torch
 from logprob_cases import SHARED, grads, padded_batch, tiny_lm
 
-from scorealign import packing
-from scorealign.rollout import completion_logprobs
+from scorealign.engine import packing
+from scorealign.engine.rollout import completion_logprobs
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
@@ -26,7 +26,7 @@ def test_packed_equals_padded_logprobs_and_gradients(tmp_path, arch):
 
 def test_completion_logprobs_packs_without_the_lean_forward(tmp_path, monkeypatch):
     """Llama-family models take ``forward.py``; a packable model it does not cover packs."""
-    from scorealign import forward
+    from scorealign.engine import forward
 
     model = tiny_lm(tmp_path)
     calls = []

@@ -12,13 +12,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from scorealign import losses
-from scorealign.algorithms import ALGORITHMS
-from scorealign.config import TrainConfig, save_config
+from scorealign.algorithms import ALGORITHMS, losses
+from scorealign.core.config import save_config
+from scorealign.core.tiny import build_tiny_model
+from scorealign.engine.rollout import completion_logprobs, generate_rollout
 from scorealign.errors import ConfigError
-from scorealign.rollout import completion_logprobs, generate_rollout
-from scorealign.tiny import build_tiny_model
-from scorealign.train import train
+from scorealign.train import TrainConfig, train
 
 
 def t(x):

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from scorealign import redteam as R
 from scorealign.errors import DataError
+from scorealign.eval import redteam as R
 
 
 def aya_row(prompt, language, categories, scope="global", **extra):

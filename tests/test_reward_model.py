@@ -10,11 +10,11 @@ import pytest
 import torch
 import yaml
 
-from scorealign import reward_model as RM
-from scorealign.data import load_preferences
+from scorealign.core.tiny import TOY_WORDS, build_tiny_model
+from scorealign.data.formats import load_preferences
 from scorealign.errors import ConfigError, DataError
-from scorealign.rewards import ModelReward, reward_from_spec
-from scorealign.tiny import TOY_WORDS, build_tiny_model
+from scorealign.recipes import reward_model as RM
+from scorealign.rewards.sources import ModelReward, reward_from_spec
 
 WORDS = [w for w in TOY_WORDS if w != "yes"]
 

@@ -1,4 +1,4 @@
-"""Tests for scorealign.rewards: every source with hand-checked values, specs, and error paths."""
+"""Tests for scorealign.rewards.sources: every source with hand-checked values, specs, and error paths."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import math
 import pytest
 import torch
 
-from scorealign import rewards as R
 from scorealign.errors import ConfigError, RewardError, UserError
-
+from scorealign.rewards import sources as R
 
 # --------------------------------------------------------------------------- helpers
 

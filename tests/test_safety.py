@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
-from scorealign import judge as J
-from scorealign import reports as REP
 from scorealign.cli import main
 from scorealign.errors import ConfigError
-from scorealign.safety import SafetyConfig, run_eval_safety
+from scorealign.eval import judge as J
+from scorealign.eval import reports as REP
+from scorealign.eval.safety import SafetyConfig, run_eval_safety
 
 JUDGE_PY = '''
 def judge(prompts, completions, **fields):
@@ -194,9 +194,9 @@ def test_eval_safety_generates_from_a_model(tmp_path, tiny_model_dir, judge_file
 def test_example_configs_load_and_safety_example_runs(tmp_path, monkeypatch):
     from pathlib import Path
 
-    from scorealign.config import load_config
-    from scorealign.synth import SynthConfig
-    from scorealign.winrate import WinrateConfig
+    from scorealign.core.config import load_config
+    from scorealign.eval.winrate import WinrateConfig
+    from scorealign.recipes.synth import SynthConfig
 
     root = Path(__file__).resolve().parents[1]
     monkeypatch.chdir(root)                                # example paths are repo-relative

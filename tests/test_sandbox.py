@@ -1,13 +1,13 @@
-"""Reward code in a sandboxed worker (``scorealign/sandbox.py``): results, errors, limits."""
+"""Reward code in a sandboxed worker (``scorealign/rewards/sandbox.py``): results, errors, limits."""
 
 import os
 import time
 
 import pytest
 
-from scorealign import rewards as R
 from scorealign.errors import ConfigError, RewardError
-from scorealign.sandbox import SandboxedFunction, SandboxLimits, SandboxTimeout
+from scorealign.rewards.sandbox import SandboxedFunction, SandboxLimits, SandboxTimeout
+from scorealign.rewards import sources as R
 
 CODE = '''
 import os, time
@@ -100,7 +100,7 @@ def test_in_process_when_disabled(code):
 
 
 def test_train_config_limits():
-    from scorealign.config import TrainConfig
+    from scorealign.train import TrainConfig
 
     with pytest.raises(ConfigError, match="reward_timeout"):
         TrainConfig(reward_timeout=0)
@@ -112,8 +112,7 @@ def test_training_with_a_sandboxed_file_reward(code, tiny_model_dir, tmp_path):
     on_reward_error=skip costs one timeout per step and skips the step's rows, not the run."""
     import json
 
-    from scorealign.config import TrainConfig
-    from scorealign.train import train
+    from scorealign.train import TrainConfig, train
 
     def run(name, fn, **kw):
         cfg = TrainConfig(model=tiny_model_dir("llama"), dataset="toy", steps=1, k=2,

@@ -8,10 +8,10 @@ import json
 import pytest
 
 from scorealign.cli import main
-from scorealign.data import load_preferences
+from scorealign.core.tiny import build_tiny_model
+from scorealign.data.formats import load_preferences
 from scorealign.errors import ConfigError
-from scorealign.synth import SynthConfig, build_pairs, translator_from_spec
-from scorealign.tiny import build_tiny_model
+from scorealign.recipes.synth import SynthConfig, build_pairs, translator_from_spec
 
 # A word-for-word "translator": the output's length follows the input's, so builtin:length
 # tells the policies apart, and the output is real French / Spanish for the language gate.

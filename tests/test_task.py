@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from scorealign.rewards import reward_from_spec, score_batch
+from scorealign.rewards.sources import reward_from_spec, score_batch
 from scorealign.tasks import (
     HARM_CATEGORIES,
     LANGUAGES,
@@ -198,7 +198,7 @@ def test_gold_report_rates():
 
 
 def test_task_tokenizer_round_trips_and_keeps_replies_short(tmp_path):
-    from scorealign.tiny import build_tokenizer
+    from scorealign.core.tiny import build_tokenizer
 
     corpus = task_corpus(seed=0)
     tok = build_tokenizer(tmp_path, texts=corpus, vocab_size=TASK_VOCAB_SIZE)

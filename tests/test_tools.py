@@ -8,10 +8,10 @@ import json
 import pytest
 import yaml
 
-from scorealign import tools as T
-from scorealign.data import load_scored
+from scorealign.core.tiny import build_tiny_model
+from scorealign.data.formats import load_scored
 from scorealign.errors import ConfigError, DataError, RewardError
-from scorealign.tiny import build_tiny_model
+from scorealign.recipes import sample_score as T
 
 PROMPTS = [{"prompt": "hello world", "id": 1}, {"prompt": "the red cat", "id": 2},
            {"prompt": [{"role": "user", "content": "say yes"}], "id": 3},
@@ -173,8 +173,8 @@ def test_help_lists_every_key(capsys):
 def test_example_configs_parse():
     from pathlib import Path
 
-    from scorealign.config import load_config
-    from scorealign.reward_model import RewardModelConfig
+    from scorealign.core.config import load_config
+    from scorealign.recipes.reward_model import RewardModelConfig
 
     examples = Path(__file__).parent.parent / "examples"
     for cls, name in ((RewardModelConfig, "reward_model.yaml"), (T.SampleConfig, "sample.yaml"),

@@ -8,9 +8,9 @@ import json
 import pytest
 
 from scorealign.cli import main
-from scorealign.reports import bootstrap_ci
-from scorealign.tiny import build_tiny_model
-from scorealign.winrate import WinrateConfig, outcome, run_eval_winrate
+from scorealign.core.tiny import build_tiny_model
+from scorealign.eval.reports import bootstrap_ci
+from scorealign.eval.winrate import WinrateConfig, outcome, run_eval_winrate
 
 # prompt, language, policy completion, baseline completion -> builtin:length outcome (margin 1)
 PAIRS = [("p1", "fr", "un deux trois quatre", "un", "win"),

@@ -6,7 +6,7 @@ real evaluation use `judge: llm:PATH` (a local instruction-tuned model) or `judg
 (anything else is counted as unparsed).
 """
 
-from scorealign.judge import RefusalDetector
+from scorealign.eval.judge import RefusalDetector
 
 _REFUSALS = RefusalDetector()
 

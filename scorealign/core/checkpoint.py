@@ -1,0 +1,123 @@
+"""Atomic checkpoints and resume.
+
+A checkpoint directory holds the policy (``save_pretrained``, safetensors), ``optimizer.pt``,
+``scheduler.pt``, ``rng.pt`` and ``state.json`` (step, estimator state). It is written into a
+temporary sibling directory and renamed into place, so a crash never leaves a half checkpoint.
+Tensors are read back with ``torch.load(weights_only=True)``: no arbitrary pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def atomic_dir(final: Path):
+    """Context manager yielding a temporary directory that replaces ``final`` on success."""
+
+    class _AtomicDir:
+        def __enter__(self):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+            return self.tmp
+
+        def __exit__(self, exc_type, exc, tb):
+            if exc_type is not None:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                return False
+            if final.exists():
+                old = final.with_name(f".{final.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(final, old)
+                os.replace(self.tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(self.tmp, final)
+            return False
+
+    return _AtomicDir()
+
+
+def save_model(model, tokenizer, out: Path) -> None:
+    """Model (safetensors) + tokenizer, loadable with ``from_pretrained(out)``; atomic.
+
+    A LoRA model is saved twice: the adapter alone in ``out/adapter`` (for ``PeftModel``) and the
+    merged weights (base + adapter) in ``out`` itself, so ``from_pretrained(out)`` needs no peft.
+    """
+    from .models import is_lora, merged_state_dict
+
+    with atomic_dir(out) as tmp:
+        if is_lora(model):
+            model.save_pretrained(str(tmp / "adapter"), safe_serialization=True)
+            tokenizer.save_pretrained(str(tmp / "adapter"))
+            model.get_base_model().save_pretrained(str(tmp), state_dict=merged_state_dict(model),
+                                                   safe_serialization=True)
+        else:
+            model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+
+
+def save_checkpoint(run_dir: Path, step: int, model, tokenizer, optimizer, scheduler,
+                    state: dict) -> Path:
+    """Write ``run_dir/checkpoints/step-{step:06d}`` atomically and return it."""
+    final = run_dir / "checkpoints" / f"step-{step:06d}"
+    with atomic_dir(final) as tmp:
+        model.save_pretrained(str(tmp / "model"), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp / "model"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=1))
+    return final
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    ckpts = sorted((run_dir / "checkpoints").glob("step-*"))
+    return ckpts[-1] if ckpts else None
+
+
+def load_checkpoint(ckpt: Path, optimizer, scheduler) -> dict:
+    """Restore optimizer, scheduler and RNG in place; return the saved state (step, ...)."""
+    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
+    torch.set_rng_state(torch.load(ckpt / "rng.pt", weights_only=True)["torch"])
+    return json.loads((ckpt / "state.json").read_text())
+
+
+def replay_path(run_dir: Path, step: int, rank: int) -> Path:
+    """A process's replay buffer at ``step``: ``checkpoints/replay-step-N/rank-R.pt`` (a sibling
+    of ``step-N``, written before it, as PPO's value model)."""
+    return Path(run_dir) / "checkpoints" / f"replay-step-{step:06d}" / f"rank-{rank}.pt"
+
+
+def save_replay(run_dir: Path, step: int, rank: int, state: dict) -> None:
+    """Tensors, strings and numbers only (read back with ``weights_only``); atomic rename."""
+    path = replay_path(run_dir, step, rank)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_replay(run_dir: Path, step: int, rank: int) -> dict:
+    path = replay_path(run_dir, step, rank)
+    if not path.is_file():
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--resume: mixed-source checkpoint has no replay buffer ('{path}' missing)")
+    return torch.load(path, weights_only=True)

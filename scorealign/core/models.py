@@ -1,0 +1,163 @@
+"""Loading the policy, the reference and the tokenizer; the accelerate setup."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def build_accelerator():
+    """An ``Accelerator`` for the current launch (1 process, torchrun, or accelerate launch).
+
+    Without an accelerator we pass ``cpu=True``: accelerate only sets up multi-process CPU
+    (gloo) training under torchrun when told it runs on CPU.
+    """
+    from accelerate import Accelerator
+
+    has_accelerator = torch.cuda.is_available() or (
+        hasattr(torch, "xpu") and torch.xpu.is_available()) or torch.backends.mps.is_available()
+    return Accelerator(cpu=not has_accelerator)
+
+
+def quiet_transformers() -> None:
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def resolve_model_path(name: str, run_dir: Path, seed: int, is_main: bool) -> str:
+    """'tiny' -> a random tiny Llama built (once) in ``run_dir/base_model``; else ``name``."""
+    if name != "tiny":
+        return name
+    from .tiny import build_tiny_model
+
+    path = run_dir / "base_model"
+    if is_main and not (path / "config.json").exists():
+        build_tiny_model(path, arch="llama", hidden=64, layers=2, heads=4, seed=seed)
+    return str(path)
+
+
+def load_causal_lm(path: str, cfg, trainable: bool):
+    """``AutoModelForCausalLM.from_pretrained`` with safetensors preferred, dropout disabled."""
+    from transformers import AutoModelForCausalLM
+
+    looks_local = os.path.sep in path or path.startswith(".")
+    if looks_local and not Path(path).exists():
+        raise ConfigError(f"model '{path}' not found (no such directory)")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=DTYPES[cfg.dtype], trust_remote_code=cfg.trust_remote_code)
+    except OSError as e:
+        raise ConfigError(f"cannot load model '{path}': {str(e).splitlines()[0]}") from None
+    for module in model.modules():                    # dropout off: log-probs must be reproducible
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    model.train(trainable)
+    model.requires_grad_(trainable)
+    return model
+
+
+def load_models(cfg, run_dir: Path, accelerator, policy_path: Path | None = None,
+                reference: bool = True):
+    """(policy, reference, tokenizer). The reference is frozen, in eval mode, not wrapped
+    (None when ``reference`` is False: SFT needs none).
+
+    ``policy_path`` (a checkpoint's ``model/`` on resume) overrides where the policy is read from;
+    the reference always comes from ``cfg.ref_model`` or the initial ``cfg.model``.
+    """
+    from transformers import AutoTokenizer
+
+    quiet_transformers()
+    path = resolve_model_path(cfg.model, run_dir, cfg.seed, accelerator.is_main_process)
+    accelerator.wait_for_everyone()
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+    if cfg.lora_r:                    # one resident copy: pi_ref is the policy, adapter off
+        policy = with_lora(load_causal_lm(path, cfg, trainable=False), cfg, policy_path)
+        ref_model = (AdapterDisabled(policy) if cfg.ref_model is None else
+                     load_causal_lm(cfg.ref_model, cfg, trainable=False).to(accelerator.device))
+        return policy, ref_model, tokenizer
+    policy = load_causal_lm(str(policy_path or path), cfg, trainable=True)
+    ref_model = (load_causal_lm(cfg.ref_model or path, cfg, trainable=False).to(accelerator.device)
+                 if reference else None)
+    return policy, ref_model, tokenizer
+
+
+# ------------------------------------------------------------------------------------------ LoRA
+
+
+def import_peft():
+    try:
+        import peft
+    except ImportError:
+        raise ConfigError("lora_r > 0 needs peft: pip install 'scorealign[peft]'") from None
+    return peft
+
+
+def with_lora(base, cfg, adapter_path: Path | None = None):
+    """Wrap ``base`` in a trainable LoRA adapter (new, or read from ``adapter_path`` on resume)."""
+    peft = import_peft()
+    if adapter_path is not None:
+        return peft.PeftModel.from_pretrained(base, str(adapter_path), is_trainable=True)
+    targets = cfg.lora_target_modules
+    lora = peft.LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                           target_modules="all-linear" if targets == ("all-linear",) else list(targets),
+                           task_type="CAUSAL_LM")
+    return peft.get_peft_model(base, lora)
+
+
+class AdapterDisabled(torch.nn.Module):
+    """pi_ref under LoRA: the policy's own weights with its adapter switched off (no second copy).
+
+    Called like a causal LM (``ref(input_ids=..., attention_mask=...)``); holds no parameters.
+    """
+
+    def __init__(self, policy):
+        super().__init__()
+        self._policy = [policy]                   # a list: not registered as a submodule
+
+    @property
+    def config(self):
+        return self._policy[0].config
+
+    @property
+    def dtype(self):
+        return self._policy[0].dtype
+
+    def get_base_model(self):
+        return self._policy[0].get_base_model()
+
+    def forward(self, *args, **kwargs):
+        policy = self._policy[0]
+        with policy.disable_adapter():
+            return policy(*args, **kwargs)
+
+
+def is_lora(model) -> bool:
+    return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
+
+
+def merged_state_dict(model) -> dict:
+    """A LoRA model's base-model state dict with every adapter folded in (W + scale * B A),
+    computed without modifying ``model``; keys are the plain transformers names."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    base = model.get_base_model()
+    state = {k: v for k, v in base.state_dict().items() if "lora_" not in k}
+    for name, module in base.named_modules():
+        if isinstance(module, BaseTunerLayer) and hasattr(module, "base_layer"):
+            with torch.no_grad():
+                weight = module.base_layer.weight.detach().clone()
+                for adapter in module.active_adapters:
+                    weight += module.get_delta_weight(adapter)
+            state.pop(f"{name}.base_layer.weight")
+            state[f"{name}.weight"] = weight
+            if f"{name}.base_layer.bias" in state:
+                state[f"{name}.bias"] = state.pop(f"{name}.base_layer.bias")
+    return state

@@ -1,0 +1,1 @@
+"""Reading data sources into rows and checking TRL's row formats."""

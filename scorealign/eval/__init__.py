@@ -1,0 +1,1 @@
+"""Evaluation: held-out reward, judges, safety, win-rate, red-teaming data, reports."""

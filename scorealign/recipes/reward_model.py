@@ -1,0 +1,193 @@
+"""`scorealign reward-model`: a Bradley-Terry reward model trained on preference pairs.
+
+    loss = -log sigmoid(r(x, y_w) - r(x, y_l))          (losses.bradley_terry_loss, REFERENCE §5)
+
+r is ``AutoModelForSequenceClassification`` with ``num_labels = 1`` on top of a causal-LM
+checkpoint (the score head is new), pooled at the last non-pad token. The loop is small and
+explicit, separate from the policy loop (a different model class, no rollouts): shuffle pairs,
+score chosen and rejected in one forward pass, AdamW step; after every epoch, held-out pairwise
+accuracy = share of held-out pairs with r(y_w) > r(y_l) (a tie counts 1/2).
+
+The text scored is built by ``rewards.reward_text``, the rule ``rewards.ModelReward`` scores with
+(a test checks they agree), so the saved model (``output_dir/final``) scores through
+``rewards.reward_from_spec("model:" + output_dir + "/final")`` exactly as it was trained.
+Deviations from TRL's RewardTrainer: no margin term, no centring of rewards; ties are not counted
+as correct. The held-out split is by pair (seeded), not by prompt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from ..algorithms.losses import bradley_terry_loss
+from ..core.checkpoint import save_model
+from ..core.config import config_from_argv, save_config
+from ..core.models import quiet_transformers, resolve_model_path
+from ..data.formats import Row, load_preferences
+from ..errors import ConfigError
+from ..rewards.sources import reward_text, set_right_padding
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardModelConfig:
+    """`scorealign reward-model`: train a Bradley-Terry reward model on preference pairs."""
+
+    model: str = "tiny"  # base causal LM: local path or hub id; 'tiny' builds a random tiny Llama in output_dir
+    trust_remote_code: bool = False  # allow custom modelling code shipped with a model repo
+    dataset: str = ""  # prompt/chosen/rejected pairs (TRL standard or conversational): file, dir or hub id (required)
+    dataset_split: str = "train"  # split to read from a hub dataset or dataset dir
+    eval_fraction: float = 0.1  # share of pairs held out (seeded) for pairwise accuracy
+    max_length: int = 512  # tokens per prompt+completion text; longer texts keep their first tokens
+    epochs: int = 1  # passes over the training pairs
+    batch_size: int = 8  # pairs per optimizer step (2 * batch_size texts per forward pass)
+    lr: float = 1e-5  # AdamW learning rate (constant)
+    weight_decay: float = 0.0  # AdamW weight decay
+    max_grad_norm: float = 1.0  # gradient clipping by global norm (0 disables)
+    seed: int = 0  # seeds the tiny model, the score head, the held-out split and the pair order
+    output_dir: str = "runs/reward_model"  # config.yaml, metrics.jsonl, final/ (model + tokenizer)
+
+    def __post_init__(self):
+        if not self.dataset:
+            raise ConfigError("dataset: required (preference pairs with prompt, chosen, rejected)")
+        if not 0.0 < self.eval_fraction < 1.0:
+            raise ConfigError(f"eval_fraction={self.eval_fraction}: must be in (0, 1)")
+        for key in ("max_length", "epochs", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}={getattr(self, key)}: must be >= 1")
+
+
+def split_pairs(pairs: list[Row], eval_fraction: float, seed: int) -> tuple[list[Row], list[Row]]:
+    """(train, held-out): a seeded shuffle, ``ceil(eval_fraction * n)`` pairs held out."""
+    n_eval = math.ceil(eval_fraction * len(pairs))
+    if len(pairs) < 2 or n_eval >= len(pairs):
+        raise ConfigError(f"{len(pairs)} preference pairs: too few to hold out "
+                          f"eval_fraction={eval_fraction} and still train")
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    return [pairs[i] for i in order[n_eval:]], [pairs[i] for i in order[:n_eval]]
+
+
+def load_reward_model(cfg: RewardModelConfig, device: str):
+    """(sequence classifier with num_labels=1 and pad_token_id set, right-padding tokenizer)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = resolve_model_path(cfg.model, Path(cfg.output_dir), cfg.seed, is_main=True)
+    if (os.path.sep in path or path.startswith(".")) and not Path(path).exists():
+        raise ConfigError(f"model '{path}' not found (no such directory)")
+    torch.manual_seed(cfg.seed)                      # the new score head
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=1, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot load model '{path}': {str(e).splitlines()[0]}") from None
+    set_right_padding(tokenizer, model, repr(path))
+    for module in model.modules():                   # dropout off, as in the policy loop
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model.to(device), tokenizer
+
+
+def pair_rewards(model, tokenizer, pairs: list[Row],
+                 max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """r(x, y_w), r(x, y_l) for ``pairs`` from one forward pass over 2N texts -> [N], [N]."""
+    rows = []
+    for field in ("chosen", "rejected"):
+        for pair in pairs:
+            text, special = reward_text(tokenizer, pair["prompt"], pair[field])
+            enc = tokenizer(text, add_special_tokens=special, truncation=True,
+                            max_length=max_length)
+            rows.append({"input_ids": list(enc["input_ids"])})
+    batch = tokenizer.pad(rows, padding=True, return_tensors="pt")      # [2N, L] right-padded
+    device = next(model.parameters()).device
+    logits = model(**{k: v.to(device) for k, v in batch.items()}).logits  # [2N, 1]
+    return logits[:, 0].float().split(len(pairs))
+
+
+@torch.no_grad()
+def evaluate(model, tokenizer, pairs: list[Row], cfg: RewardModelConfig) -> dict[str, float]:
+    """Held-out Bradley-Terry loss, pairwise accuracy (ties count 1/2) and mean margin."""
+    model.eval()
+    chosen, rejected = (torch.cat(t) for t in zip(*(
+        pair_rewards(model, tokenizer, pairs[i:i + cfg.batch_size], cfg.max_length)
+        for i in range(0, len(pairs), cfg.batch_size))))
+    margin = chosen - rejected                                           # [N]
+    accuracy = ((margin > 0).float() + 0.5 * (margin == 0).float()).mean()
+    return {"eval/loss": bradley_terry_loss(chosen, rejected).mean().item(),
+            "eval/accuracy": accuracy.item(), "eval/margin": margin.mean().item()}
+
+
+def train_reward_model(cfg: RewardModelConfig) -> dict[str, float]:
+    """Train on ``cfg.dataset``, save ``output_dir/final``; return the last epoch's metrics."""
+    quiet_transformers()
+    run_dir = Path(cfg.output_dir)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    train_pairs, eval_pairs = split_pairs(load_preferences(cfg.dataset, cfg.dataset_split),
+                                          cfg.eval_fraction, cfg.seed)
+    model, tokenizer = load_reward_model(cfg, device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    save_config(cfg, run_dir / "config.yaml")
+    metrics_path = run_dir / "metrics.jsonl"
+    metrics_path.write_text("")
+    print(f"scorealign reward-model: {len(train_pairs)} training pairs, {len(eval_pairs)} held "
+          f"out; {cfg.epochs} epoch(s) of batches of {cfg.batch_size} pairs on {device}; "
+          f"run dir {run_dir}")
+
+    def log(row: dict) -> None:
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps({k: round(v, 6) if isinstance(v, float) else v
+                                for k, v in row.items()}) + "\n")
+        print(f"  epoch {row['epoch']}: held-out accuracy {row['eval/accuracy']:.3f}  "
+              f"loss {row['eval/loss']:.4f}  margin {row['eval/margin']:.3f}")
+
+    log({"epoch": 0, "step": 0, **evaluate(model, tokenizer, eval_pairs, cfg)})  # untrained
+    step = 0
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        order = list(range(len(train_pairs)))
+        random.Random(cfg.seed * 7919 + epoch).shuffle(order)
+        losses, correct = [], []
+        for start in range(0, len(order), cfg.batch_size):
+            # 1. Score chosen and rejected of the batch in one forward pass: [b], [b].
+            batch = [train_pairs[i] for i in order[start:start + cfg.batch_size]]
+            chosen, rejected = pair_rewards(model, tokenizer, batch, cfg.max_length)
+            # 2. Bradley-Terry loss, mean over pairs.
+            loss = bradley_terry_loss(chosen, rejected).mean()
+            # 3. Step: clip, AdamW.
+            loss.backward()
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            losses.append(loss.item() * len(batch))
+            correct.append((chosen > rejected).float().sum().item())
+        # 4. Log training loss/accuracy and held-out metrics of this epoch.
+        log({"epoch": epoch, "step": step, "loss/train": sum(losses) / len(order),
+             "accuracy/train": sum(correct) / len(order),
+             **evaluate(model, tokenizer, eval_pairs, cfg),
+             "time/epoch_s": time.perf_counter() - t0})
+    model.eval()
+    save_model(model, tokenizer, run_dir / "final")
+    final = json.loads(metrics_path.read_text().splitlines()[-1])
+    print(f"held-out pairwise accuracy {final['eval/accuracy']:.3f} on {len(eval_pairs)} pairs; "
+          f"reward model saved to {run_dir / 'final'} (use rewards: [model:{run_dir / 'final'}])")
+    return final
+
+
+def main(argv: list[str]) -> int:
+    """``scorealign reward-model CONFIG.yaml [--key value ...]``."""
+    cfg = config_from_argv(RewardModelConfig, argv,
+                           "scorealign reward-model CONFIG.yaml [--key value ...]")
+    if cfg is not None:
+        train_reward_model(cfg)
+    return 0

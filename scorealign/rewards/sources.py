@@ -1,0 +1,384 @@
+"""Reward sources behind one protocol (TRL's reward-function signature), and batch scoring.
+
+A reward source is any callable ``source(prompts, completions, **row_fields) -> list[float]``
+with a ``name``. ``prompts`` entries are strings or lists of chat messages, ``completions`` are
+strings, and every extra dataset column arrives as a keyword list with one entry per completion.
+:func:`score_batch` turns a source's output into ``(scores[B] float32, valid[B] bool)`` tensors
+and raises :class:`~scorealign.errors.RewardError` naming the source and the row.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from ..data.formats import Row, completion_text, row_fields
+from ..errors import ConfigError, RewardError
+from .sandbox import (
+    DEFAULT_LIMITS,
+    SandboxedFunction,
+    SandboxLimits,
+    SandboxTimeout,
+    get_function,
+    load_file_module,
+    load_function,
+    one_line,
+)
+
+logger = logging.getLogger(__name__)
+
+SPEC_FORMS = ("py:package.module:function", "file:path/to/rewards.py:function",
+              "model:path_or_hub_id", "builtin:name[:arg]")
+
+
+@runtime_checkable
+class RewardSource(Protocol):
+    """Anything with a ``name`` that scores completions, one float per completion."""
+
+    name: str
+
+    def __call__(self, prompts: list, completions: list[str], **row_fields: list) -> list[float]:
+        ...
+
+
+class _BadReturn(RewardError):
+    """A source returned something other than one number per completion (never retried)."""
+
+
+_one_line = one_line   # shared with judge.py and synth.py
+
+
+class CallableReward:
+    """Wrap any Python callable with the reward signature; ``name`` defaults to its qualname."""
+
+    def __init__(self, fn: Callable[..., Any], name: str | None = None) -> None:
+        if not callable(fn):
+            raise ConfigError(f"reward function {fn!r} is not callable")
+        self.fn = fn
+        self.name = name or getattr(fn, "__qualname__", None) or type(fn).__name__
+
+    def __call__(self, prompts: list, completions: list[str], **row_fields: list) -> list[float]:
+        return self.fn(prompts, completions, **row_fields)
+
+    def __repr__(self) -> str:
+        return f"CallableReward({self.name!r})"
+
+
+class FileReward(CallableReward):
+    """Load ``function`` from the Python file ``path`` in THIS process (``reward_sandbox: false``;
+    the default runs it in a worker, ``sandbox.SandboxedFunction``)."""
+
+    def __init__(self, path: str | Path, function: str) -> None:
+        self.path = Path(path)
+        module = load_file_module(self.path)
+        fn = get_function(module, function, f"reward file {str(self.path)!r}")
+        super().__init__(fn, name=function)
+
+
+def _import_function(target: str) -> CallableReward:
+    """``package.module:function`` imported by dotted name, in this process, and wrapped."""
+    return CallableReward(load_function(f"py:{target}"))
+
+
+def _looks_local(path: str) -> bool:
+    """True when ``path`` is meant as a local path rather than a hub id."""
+    return (Path(path).expanduser().exists() or Path(path).is_absolute()
+            or path.startswith(("./", "../", "~", ".\\", "..\\")) or path.count("/") > 1)
+
+
+def set_right_padding(tokenizer, model, name: str) -> None:
+    """Right padding with the pad token (EOS when there is none), told to the model's config, so a
+    sequence classifier reads its score at the last real token."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ConfigError(f"reward model {name}: tokenizer has no pad or eos token")
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    model.config.pad_token_id = tokenizer.pad_token_id
+
+
+def reward_text(tokenizer, prompt: str | list[dict],
+                completion: str | list[dict]) -> tuple[str, bool]:
+    """The text a reward model scores for (prompt, completion), and whether to add special tokens.
+
+    A string prompt is followed by the completion; a chat prompt gets the completion as an
+    assistant turn (a completion given as messages is appended as is) and is rendered with the
+    chat template, or joined with newlines when the tokenizer has none. Reward-model training
+    (``reward_model.py``) and scoring use this one rule, so both see the same strings.
+    """
+    if isinstance(prompt, str):
+        return prompt + completion, True
+    tail = completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
+    messages = list(prompt) + list(tail)
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False), False  # template adds specials
+    return "\n".join(str(m["content"]) for m in messages), True
+
+
+class ModelReward:
+    """A Hugging Face sequence-classification model; score = ``logits[:, 0]`` of prompt+completion.
+
+    Models are expected to have ``num_labels == 1``; with more labels the first logit is used.
+    """
+
+    def __init__(self, path_or_id: str, batch_size: int = 16, device: str = "cpu",
+                 trust_remote_code: bool = False, max_length: int | None = None) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"reward model batch_size must be >= 1, got {batch_size}")
+        self.path = str(path_or_id)
+        self.name = f"model:{self.path}"
+        self.batch_size, self.device, self.max_length = batch_size, device, max_length
+        self.model, self.tokenizer = self._load(trust_remote_code)
+
+    def _load(self, trust_remote_code: bool) -> tuple[Any, Any]:
+        """Load model and tokenizer; any failure becomes a one-line ConfigError naming the path."""
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        local = Path(self.path).expanduser()
+        if _looks_local(self.path) and not local.exists():
+            raise ConfigError(f"reward model not found: {self.path!r} (no such directory)")
+        kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+        if local.is_dir() and any(local.glob("*.safetensors")):
+            kwargs["use_safetensors"] = True
+        src = str(local) if local.exists() else self.path
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
+            model = AutoModelForSequenceClassification.from_pretrained(src, **kwargs)
+        except Exception as e:
+            raise ConfigError(f"cannot load reward model {self.path!r}: {_one_line(e)}") from e
+        if getattr(model.config, "num_labels", 1) != 1:
+            logger.warning("reward model %r has num_labels=%s; using logits[:, 0]",
+                           self.path, model.config.num_labels)
+        set_right_padding(tokenizer, model, repr(self.path))
+        model.to(self.device).eval()
+        return model, tokenizer
+
+    def format_text(self, prompt: str | list[dict], completion: str) -> tuple[str, bool]:
+        """The text scored for one row, and whether the tokenizer should add special tokens."""
+        return reward_text(self.tokenizer, prompt, completion)
+
+    def _encode(self, prompt: str | list[dict], completion: str) -> dict[str, list[int]]:
+        """Token ids of one row, unpadded (truncated to ``max_length`` when set)."""
+        text, special = self.format_text(prompt, completion)
+        trunc = self.max_length is not None
+        enc = self.tokenizer(text, add_special_tokens=special, truncation=trunc,
+                             max_length=self.max_length)
+        return {"input_ids": list(enc["input_ids"])}
+
+    def __call__(self, prompts: list, completions: list[str], **row_fields: list) -> list[float]:
+        scores: list[float] = []
+        with torch.inference_mode():
+            for start in range(0, len(completions), self.batch_size):
+                rows = [self._encode(p, c) for p, c in zip(
+                    prompts[start:start + self.batch_size],
+                    completions[start:start + self.batch_size])]
+                batch = self.tokenizer.pad(rows, padding=True, return_tensors="pt")
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                logits = self.model(**batch).logits
+                scores.extend(logits[:, 0].float().cpu().tolist())
+        return scores
+
+    def __repr__(self) -> str:
+        return f"ModelReward({self.path!r})"
+
+
+def _check_scores(name: str, result: Any, n: int) -> list[float]:
+    """``result`` as ``n`` floats, or a ``_BadReturn`` saying what the source returned instead."""
+    if hasattr(result, "tolist") and not isinstance(result, (list, tuple)):
+        result = result.tolist()  # tensors and numpy arrays
+    if isinstance(result, (str, bytes)) or not isinstance(result, (list, tuple)):
+        raise _BadReturn(f"reward source {name!r} returned {type(result).__name__}, "
+                         f"expected a list of {n} numbers")
+    if len(result) != n:
+        raise _BadReturn(f"reward source {name!r} returned a list of length {len(result)} "
+                         f"for {n} completions")
+    out = []
+    for i, v in enumerate(result):
+        try:
+            if isinstance(v, (str, bytes)):
+                raise TypeError
+            out.append(float(v))
+        except Exception:
+            raise _BadReturn(f"reward source {name!r} returned a non-number at row {i}: "
+                             f"{repr(v)[:40]}") from None
+    return out
+
+
+class WeightedSum:
+    """``sum_i weights[i] * sources[i](...)``; name like ``0.5*a+1.0*b``."""
+
+    def __init__(self, sources: list[RewardSource], weights: list[float]) -> None:
+        if len(sources) != len(weights):
+            raise ConfigError(f"{len(sources)} reward sources but {len(weights)} weights")
+        if not sources:
+            raise ConfigError("WeightedSum needs at least one reward source")
+        self.sources, self.weights = list(sources), [float(w) for w in weights]
+        self.name = "+".join(f"{w}*{s.name}" for s, w in zip(self.sources, self.weights))
+
+    def __call__(self, prompts: list, completions: list[str], **row_fields: list) -> list[float]:
+        total = [0.0] * len(completions)
+        for source, w in zip(self.sources, self.weights):
+            part = _check_scores(source.name, source(prompts, completions, **row_fields),
+                                 len(completions))
+            total = [t + w * s for t, s in zip(total, part)]
+        return total
+
+    def __repr__(self) -> str:
+        return f"WeightedSum({self.name!r})"
+
+
+def _builtin_count(arg: str) -> RewardSource:
+    """``count:<word>``: whitespace-separated occurrences of ``<word>`` in the completion."""
+    if not arg:
+        raise ConfigError("builtin reward 'count' needs a word: builtin:count:<word>")
+
+    def count(prompts: list, completions: list[str], **row_fields: list) -> list[float]:
+        return [float(c.split().count(arg)) for c in completions]
+
+    return CallableReward(count, name=f"count:{arg}")
+
+
+def _builtin_length(arg: str) -> RewardSource:
+    """``length``: number of whitespace-separated words in the completion."""
+    if arg:
+        raise ConfigError(f"builtin reward 'length' takes no argument, got {arg!r}")
+
+    def length(prompts: list, completions: list[str], **row_fields: list) -> list[float]:
+        return [float(len(c.split())) for c in completions]
+
+    return CallableReward(length, name="length")
+
+
+def _builtin_language(arg: str) -> RewardSource:
+    """``language[:code]``: 1 if the completion is in ``code`` (default: the row's ``language``
+    field), 0 if not, 0.5 when too short to judge (``scorealign.rewards.language``)."""
+    from .language import LanguageFidelity
+
+    try:
+        return LanguageFidelity(arg or None)
+    except ValueError as e:
+        raise ConfigError(f"builtin reward 'language:{arg}': {e}") from None
+
+
+BUILTIN_REWARDS: dict[str, Callable[[str], RewardSource]] = {
+    "count": _builtin_count,
+    "length": _builtin_length,
+    "language": _builtin_language,
+}
+
+
+def reward_from_spec(spec: str, sandbox: SandboxLimits | None = DEFAULT_LIMITS,
+                     **model_kwargs: Any) -> RewardSource:
+    """Build a source from its string form; ``model_kwargs`` go to :class:`ModelReward` only.
+
+    Forms: ``py:package.module:function``, ``file:path/to/rewards.py:function``,
+    ``model:path_or_hub_id``, ``builtin:name[:arg]``. ``py:``/``file:`` functions run in a
+    sandboxed worker process with ``sandbox``'s limits (``sandbox.py``); ``None`` loads them here.
+    """
+    prefix, sep, rest = str(spec).partition(":")
+    if not sep or prefix not in ("py", "file", "model", "builtin"):
+        raise ConfigError(f"unknown reward spec {spec!r}; valid forms: {', '.join(SPEC_FORMS)}")
+    if not rest:
+        raise ConfigError(f"empty reward spec {spec!r}; valid forms: {', '.join(SPEC_FORMS)}")
+    if prefix in ("py", "file") and sandbox is not None:
+        return SandboxedFunction(spec, sandbox)
+    if prefix == "py":
+        return _import_function(rest)
+    if prefix == "file":
+        path, sep, function = rest.rpartition(":")
+        if not sep or not path or not function:
+            raise ConfigError(f"reward spec {spec!r} must look like file:path/to/rewards.py:function")
+        return FileReward(path, function)
+    if prefix == "model":
+        return ModelReward(rest, **model_kwargs)
+    name, _, arg = rest.partition(":")
+    if name not in BUILTIN_REWARDS:
+        raise ConfigError(f"unknown builtin reward {name!r}; builtins: "
+                          f"{', '.join(sorted(BUILTIN_REWARDS))}")
+    return BUILTIN_REWARDS[name](arg)
+
+
+def rewards_from_specs(specs: list[str], weights: list[float] | None = None,
+                       sandbox: SandboxLimits | None = DEFAULT_LIMITS,
+                       **model_kwargs: Any) -> RewardSource:
+    """One source for one spec (weight 1), else a :class:`WeightedSum` (weights default 1.0)."""
+    if isinstance(specs, str):
+        specs = [specs]
+    if not specs:
+        raise ConfigError("no reward source given; valid forms: " + ", ".join(SPEC_FORMS))
+    if weights is not None and len(weights) != len(specs):
+        raise ConfigError(f"{len(specs)} reward specs but {len(weights)} reward weights")
+    sources = [reward_from_spec(s, sandbox, **model_kwargs) for s in specs]
+    if len(sources) == 1 and (weights is None or float(weights[0]) == 1.0):
+        return sources[0]
+    return WeightedSum(sources, list(weights) if weights is not None else [1.0] * len(sources))
+
+
+def _rows(row_fields: dict[str, list], i: int) -> dict[str, list]:
+    """The keyword lists of row ``i`` alone (for the row-by-row retry)."""
+    return {k: [v[i]] for k, v in row_fields.items()}
+
+
+def score_batch(source: RewardSource, prompts: list, completions: list[str],
+                row_fields: dict[str, list] | None = None,
+                on_error: str = "fail") -> tuple[torch.Tensor, torch.Tensor]:
+    """Score a batch with one call: ``(scores [B] float32, valid [B] bool)``.
+
+    ``on_error="fail"`` raises :class:`RewardError` (naming source, and row for non-finite
+    scores); ``"skip"`` marks failing rows (retried one by one) and non-finite scores invalid
+    with score 0.0. A result that is not ``B`` numbers always raises. Callers count
+    ``(~valid).sum()``.
+    """
+    if on_error not in ("fail", "skip"):
+        raise ConfigError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
+    n, fields = len(completions), dict(row_fields or {})
+    name = getattr(source, "name", None) or getattr(source, "__qualname__", repr(source))
+    if len(prompts) != n or any(len(v) != n for v in fields.values()):
+        raise ValueError(f"score_batch: prompts and row fields must have {n} entries each")
+    scores, valid = [0.0] * n, [True] * n
+    try:
+        scores = _check_scores(name, source(prompts, completions, **fields), n)
+    except _BadReturn:
+        raise
+    except SandboxTimeout:
+        if on_error == "fail":
+            raise
+        scores, valid = [0.0] * n, [False] * n      # no row-by-row retry: each could time out
+    except Exception as e:
+        if on_error == "fail":
+            raise RewardError(f"reward source {name!r} raised {_one_line(e)}") from e
+        for i in range(n):
+            try:
+                result = source([prompts[i]], [completions[i]], **_rows(fields, i))
+            except Exception:
+                scores[i], valid[i] = 0.0, False
+                continue
+            scores[i] = _check_scores(name, result, 1)[0]
+    for i, s in enumerate(scores):
+        if valid[i] and not math.isfinite(s):
+            if on_error == "fail":
+                raise RewardError(f"reward source {name!r} returned {s} at row {i} "
+                                  f"(completion {str(completions[i])[:40]!r})")
+            scores[i], valid[i] = 0.0, False
+    return torch.tensor(scores, dtype=torch.float32), torch.tensor(valid, dtype=torch.bool)
+
+
+def score_rows(source, rows: list[Row], batch_size: int, on_error: str) -> tuple[list[Row], int]:
+    """Rows with ``score`` added, in input order -> (scored rows, number skipped)."""
+    texts = [completion_text(r) for r in rows]       # validate every row before any reward call
+    out, skipped = [], 0
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        fields = row_fields(chunk, exclude=("prompt", "completion"))
+        scores, valid = score_batch(source, [r["prompt"] for r in chunk],
+                                    texts[start:start + batch_size], fields, on_error)
+        for row, score, ok in zip(chunk, scores.tolist(), valid.tolist()):
+            if ok:
+                out.append({**row, "score": score})
+            skipped += not ok
+    return out, skipped

@@ -1,0 +1,234 @@
+"""Stage 1 of the loop: where a step's batch comes from.
+
+  online   k samples per prompt from the current policy, scored by the reward source
+  offline  completions read from a dataset: scored completions (CoPG, k per prompt), preference
+           pairs (DPO / IPO: chosen first, scores 1 / 0) or demonstrations (SFT, k = 1).
+           Reference log-probs are computed once per example and cached, not once per epoch.
+  mixed    online samples plus groups drawn from a replay buffer of past scored samples (CoPG)
+
+``source.batch(policy, step, rank, world)`` returns ``(batch, n_new)``: this process's share of
+the step as one ``Rollout`` of whole groups (the k completions of one prompt, contiguous) with
+``scores`` and ``valid`` set, and the number of rows at its front sampled in this very step
+(what the rollout metrics describe). Prompt order: consecutive slices of a seeded permutation
+(``step_prompt_indices``), the same on every process; process r takes every world-th group.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from ..core.batch import Rollout, concat
+from ..data.formats import (
+    Row,
+    group_by_prompt,
+    load_preferences,
+    load_scored,
+    load_sft,
+    prompt_texts,
+    render_prompt,
+    row_location,
+)
+from ..engine.rollout import completion_logprobs, generate_rollout, pad_rows, pad_token_id
+from ..errors import DataError
+from ..rewards.sources import score_batch
+
+Tensor = torch.Tensor
+
+
+def step_prompt_indices(n_rows: int, n: int, seed: int, step: int) -> list[int]:
+    """The ``n`` global prompts (or groups) of ``step``: consecutive slices of a seeded
+    permutation of all rows, a fresh permutation per pass over the data."""
+    out, pos = [], step * n
+    while len(out) < n:
+        epoch, offset = divmod(pos, n_rows)
+        perm = list(range(n_rows))
+        random.Random(seed * 7919 + epoch).shuffle(perm)
+        take = min(n - len(out), n_rows - offset)
+        out += perm[offset:offset + take]
+        pos += take
+    return out
+
+
+class OnlineSource:
+    """k samples per prompt from the current policy (KV-cached sampler), scored by ``reward``."""
+
+    def __init__(self, cfg, rows: list[Row], tokenizer, ref_model, reward):
+        self.cfg, self.rows, self.tokenizer, self.ref_model, self.reward = (
+            cfg, rows, tokenizer, ref_model, reward)
+
+    def batch(self, policy, step: int, rank: int, world: int, n_prompts: int | None = None):
+        cfg, k = self.cfg, self.cfg.k
+        n = n_prompts or cfg.prompts_per_step
+        idx = step_prompt_indices(len(self.rows), n, cfg.seed, step)[rank::world]
+        prompts = [self.rows[i]["prompt"] for i in idx]
+        uniforms = torch.rand(n * k, cfg.max_new_tokens,            # one row of draws per sample
+                              generator=torch.Generator().manual_seed(cfg.seed * 100003 + step))
+        uniforms = uniforms.view(n, k, -1)[rank::world].flatten(0, 1)
+        texts, chat = prompt_texts(self.tokenizer, prompts)
+        batch = generate_rollout(policy, self.ref_model, self.tokenizer, prompts, texts, k, uniforms,
+                                 cfg.max_prompt_tokens, cfg.temperature, cfg.top_p, chat)
+        fields = {key: [self.rows[i].get(key) for i in idx for _ in range(k)]
+                  for key in self.rows[0] if key != "prompt" and not key.startswith("_")}
+        batch.scores, batch.valid = score_batch(self.reward, batch.prompts, batch.completions,
+                                                fields, cfg.on_reward_error)
+        return batch, batch.size
+
+
+def tokenize_example(tokenizer, row: Row, max_prompt_tokens: int, max_completion_tokens: int
+                     ) -> tuple[list[int], list[int]]:
+    """(prompt ids, completion ids) of a dataset row, tokenized as the sampler sees them.
+
+    The prompt is rendered as for sampling (chat template with the generation prompt for message
+    lists). A string completion gets EOS appended unless the row says it was ``truncated``; a
+    conversational one is the chat template's rendering of the whole conversation minus the
+    prompt's (so it ends with the template's end-of-turn). Over-long prompts keep their last
+    tokens, over-long completions their first.
+    """
+    prompt, completion = row["prompt"], row["completion"]
+    if isinstance(prompt, str):
+        p_ids = tokenizer(prompt)["input_ids"]
+        c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+        if not row.get("truncated") and tokenizer.eos_token_id is not None:
+            c_ids = c_ids + [tokenizer.eos_token_id]
+    else:
+        p_text = render_prompt(tokenizer, prompt)
+        full = tokenizer.apply_chat_template(prompt + completion, tokenize=False)
+        if not full.startswith(p_text):
+            raise DataError(f"{row_location(row)}: the chat template renders prompt + completion "
+                            "with a different prefix than the prompt alone; cannot split them")
+        p_ids = tokenizer(p_text, add_special_tokens=False)["input_ids"]
+        c_ids = tokenizer(full[len(p_text):], add_special_tokens=False)["input_ids"]
+    if not c_ids or (len(c_ids) == 1 and c_ids[0] == tokenizer.eos_token_id):
+        raise DataError(f"{row_location(row)}: field 'completion' has no tokens the tokenizer "
+                        "can represent")
+    return p_ids[-max_prompt_tokens:], c_ids[:max_completion_tokens]
+
+
+class OfflineSource:
+    """Groups of k dataset rows (``prompt``, ``completion``, ``score``), tokenized up front and
+    with reference log-probs computed once per example (cached), served as rollouts."""
+
+    def __init__(self, cfg, groups: list[list[Row]], tokenizer, ref_model):
+        self.cfg, self.groups, self.tokenizer, self.ref_model = cfg, groups, tokenizer, ref_model
+        self.k = len(groups[0])
+        # Every example tokenized before the first step (as TRL's trainers do): a row the
+        # tokenizer cannot represent or split fails at start, not hours in, and no step pays for it.
+        self.tokens = [[tokenize_example(tokenizer, row, cfg.max_prompt_tokens, cfg.max_new_tokens)
+                        for row in group] for group in groups]         # [group][j] -> (p ids, c ids)
+        self.ref_cache: dict[tuple[int, int], Tensor] = {}              # (group, j) -> [C_j]
+
+    def batch(self, policy, step: int, rank: int, world: int):
+        cfg = self.cfg
+        idx = step_prompt_indices(len(self.groups), cfg.prompts_per_step, cfg.seed, step)[rank::world]
+        keys = [(g, j) for g in idx for j in range(self.k)]
+        rows = [self.groups[g][j] for g, j in keys]
+        tokens = [self.tokens[g][j] for g, j in keys]
+        prompt_ids, prompt_mask = pad_rows([p for p, _ in tokens], pad_token_id(self.tokenizer),
+                                           left=True)
+        completion_ids, completion_mask = pad_rows([c for _, c in tokens],
+                                                   pad_token_id(self.tokenizer), left=False)
+        batch = Rollout(prompt_ids=prompt_ids, prompt_mask=prompt_mask,
+                        completion_ids=completion_ids, completion_mask=completion_mask,
+                        logprobs=None, ref_logprobs=torch.zeros(completion_ids.shape),
+                        truncated=torch.tensor([bool(r.get("truncated")) for r in rows]),
+                        k=self.k, prompts=[r["prompt"] for r in rows],
+                        completions=[r["completion"] for r in rows],
+                        scores=torch.tensor([float(r.get("score", 0.0)) for r in rows]),
+                        valid=torch.ones(len(rows), dtype=torch.bool))
+        if self.ref_model is not None:
+            batch.ref_logprobs = self.reference_logprobs(keys, batch)
+        return batch, 0
+
+    def reference_logprobs(self, keys: list[tuple[int, int]], batch: Rollout) -> Tensor:
+        """[b, C] log pi_ref of the batch's completions: cached rows copied, the rest computed
+        in ONE inference pass (as the online rollout's reference forward; no activations are
+        kept, and one pass over all rows beats one per micro-batch on small GEMMs) and cached."""
+        missing = [i for i, key in enumerate(keys) if key not in self.ref_cache]
+        if missing:
+            mb = batch.select(torch.tensor(missing, dtype=torch.long))
+            with torch.inference_mode():
+                lp = completion_logprobs(self.ref_model, mb.prompt_ids, mb.prompt_mask,
+                                         mb.completion_ids, mb.completion_mask,
+                                         self.cfg.temperature)                   # [m, C']
+            lengths = mb.completion_mask.sum(1).tolist()
+            for row, i in enumerate(missing):
+                self.ref_cache[keys[i]] = lp[row, :lengths[row]].clone()
+        out = torch.zeros(batch.completion_ids.shape)
+        for i, key in enumerate(keys):
+            out[i, :len(self.ref_cache[key])] = self.ref_cache[key]
+        return out
+
+
+class ReplayBuffer:
+    """The last ``capacity`` scored groups this process sampled (FIFO), drawn without
+    replacement with a per-step seeded generator. Stored rows keep their sampling-time scores and
+    reference log-probs; CoPG needs nothing else (no importance weights)."""
+
+    def __init__(self, capacity: int):
+        self.capacity, self.groups = capacity, []
+
+    def add(self, batch: Rollout) -> None:
+        clean = Rollout(**{**batch.__dict__, "advantages": None, "values": None, "returns": None})
+        for g in range(batch.size // batch.k):
+            self.groups.append(clean.select(torch.arange(g * batch.k, (g + 1) * batch.k)))
+        self.groups = self.groups[-self.capacity:]
+
+    def sample(self, n: int, generator: torch.Generator) -> Rollout:
+        picks = torch.randperm(len(self.groups), generator=generator)[:n].tolist()
+        return concat([self.groups[i] for i in picks])
+
+    def state_dict(self) -> dict:
+        return {"groups": [g.__dict__ for g in self.groups]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.groups = [Rollout(**g) for g in state["groups"]]
+
+
+class MixedSource:
+    """Each step: ``prompts_per_step - n_replay`` prompts sampled online and ``n_replay`` groups
+    from the replay buffer (once it holds that many; until then, all online). The fresh groups
+    join the buffer after the step is assembled."""
+
+    def __init__(self, cfg, online: OnlineSource, world: int):
+        self.cfg, self.online = cfg, online
+        self.n_replay = round(cfg.replay_ratio * cfg.prompts_per_step / world) * world
+        self.buffer = ReplayBuffer(max(1, cfg.replay_size // world))
+
+    def batch(self, policy, step: int, rank: int, world: int):
+        n_local = self.n_replay // world
+        use_replay = n_local > 0 and len(self.buffer.groups) >= n_local
+        n_online = self.cfg.prompts_per_step - (self.n_replay if use_replay else 0)
+        fresh, n_new = self.online.batch(policy, step, rank, world, n_prompts=n_online)
+        parts = [fresh]
+        if use_replay:
+            gen = torch.Generator().manual_seed(self.cfg.seed * 7727 + step * world + rank)
+            parts.append(self.buffer.sample(n_local, gen))
+        self.buffer.add(fresh)
+        return concat(parts), n_new
+
+
+def offline_groups(cfg, tokenizer) -> list[list[Row]]:
+    """The dataset as groups for ``cfg.algo``: preference pairs (dpo, ipo), single
+    demonstrations (sft), or k scored completions per prompt (copg; a prompt with n rows gives
+    n // k groups, its remaining rows are left out and counted in the printed summary)."""
+    if cfg.algo in ("dpo", "ipo"):
+        return [[{**row, "completion": row["chosen"], "score": 1.0},
+                 {**row, "completion": row["rejected"], "score": 0.0}]
+                for row in load_preferences(cfg.dataset, cfg.dataset_split)]
+    if cfg.algo == "sft":
+        return [[row] for row in load_sft(cfg.dataset, cfg.dataset_split)]
+    rows = load_scored(cfg.dataset, cfg.dataset_split)
+    groups, left_out = [], 0
+    for same_prompt in group_by_prompt(rows):
+        n = len(same_prompt) // cfg.k * cfg.k
+        groups += [same_prompt[i:i + cfg.k] for i in range(0, n, cfg.k)]
+        left_out += len(same_prompt) - n
+    if not groups:
+        raise DataError(f"{cfg.dataset}: no prompt has k={cfg.k} scored completions (CoPG "
+                        "compares the completions of the same prompt; lower k)")
+    if left_out:
+        print(f"offline data: {len(groups)} groups of k={cfg.k}; {left_out} of {len(rows)} rows "
+              "left out (their prompt's count is not a multiple of k)")
+    return groups

@@ -1,0 +1,133 @@
+"""`scorealign train`'s config: one typed, frozen dataclass (parsing: ``core.config``)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """`scorealign train`: alignment on one shared loop: online (pg, reinforce, rloo, ppo, raft,
+    copg), offline or mixed (copg), from preference pairs (dpo, ipo) or demonstrations (sft)."""
+
+    # --- models
+    model: str = "tiny"  # policy: local path or hub id; 'tiny' builds a random tiny Llama in the run dir
+    ref_model: str | None = None  # frozen reference pi_ref (default: the initial `model`)
+    trust_remote_code: bool = False  # allow custom modelling code shipped with a model repo
+    dtype: str = "float32"  # float32 | bfloat16 | float16 (half precision needs a GPU)
+    lora_r: int = 0  # LoRA rank (0: full fine-tuning); needs peft; pi_ref = the base weights, adapter off
+    lora_alpha: float = 16.0  # LoRA alpha (update scale alpha / r)
+    lora_dropout: float = 0.0  # dropout on the LoRA branch (0 keeps log-probs reproducible)
+    lora_target_modules: tuple[str, ...] = ("all-linear",)  # module names to adapt, or all-linear (not lm_head)
+    # --- data
+    dataset: str = "toy"  # .jsonl/.json/.parquet/.csv, saved dataset dir, hub id, or 'toy': prompts (online), scored completions (copg offline), pairs (dpo, ipo), demonstrations (sft)
+    dataset_split: str = "train"  # split to read from a hub dataset or dataset dir
+    prompt_field: str = "prompt"  # column holding the prompt (a string or chat messages)
+    max_prompt_tokens: int = 256  # longer prompts keep their last tokens
+    # --- reward
+    rewards: tuple[str, ...] = ("builtin:count:yes",)  # py:mod:fn | file:path.py:fn | model:path | builtin:name[:arg]
+    reward_weights: tuple[float, ...] | None = None  # one weight per reward source (default 1.0 each)
+    on_reward_error: str = "fail"  # fail | skip (skipped rows drop their prompt's group this step)
+    reward_sandbox: bool = True  # py:/file: rewards run in a worker process with the limits below (README, Reward sources)
+    reward_timeout: float = 60.0  # seconds per reward call before the worker is stopped
+    reward_memory_mb: int = 4096  # address-space limit of the reward worker (0: none)
+    # --- algorithm
+    algo: str = "rloo"  # pg | reinforce | rloo | ppo | raft | copg | dpo | ipo | sft
+    k: int = 4  # completions per prompt (rloo, copg: k >= 2; raft: k > raft_top_m; dpo, ipo: always 2; sft: 1)
+    source: str = "online"  # copg: online | offline (dataset of scored completions) | mixed (online + replay buffer)
+    replay_size: int = 256  # mixed: prompt groups kept in the replay buffer, all processes together (FIFO)
+    replay_ratio: float = 0.5  # mixed: fraction of each step's prompt groups drawn from the replay buffer
+    ipo_average_logprobs: bool = False  # ipo: per-token averaged log-ratios as TRL's loss_type=ipo (default: summed, as the IPO paper)
+    beta: float = 0.05  # KL coefficient: R = r - beta * sum_t log(pi/pi_ref); dpo: its beta; ipo: its tau
+    baseline_decay: float | None = None  # reinforce: None = mean of all past rewards, else EMA decay
+    whiten_rewards: bool = False  # standardise rewards over the global batch before advantages (not ppo)
+    gamma: float = 1.0  # ppo: GAE discount over completion tokens
+    lam: float = 0.95  # ppo: GAE lambda (1 = Monte-Carlo returns minus the value baseline)
+    value_clip_eps: float | None = None  # ppo: clip V to +- eps of its sampling-time value, in reward units (none: off)
+    raft_top_m: int = 1  # raft: completions kept per prompt, best rewards first (ties: lowest index)
+    # --- sampling
+    max_new_tokens: int = 32  # completion length limit
+    temperature: float = 1.0  # sampling temperature (log-probs use logits / temperature too)
+    top_p: float = 1.0  # nucleus sampling threshold
+    # --- optimisation
+    steps: int = 50  # rollout steps; each samples a fresh batch and does num_epochs * num_minibatches optimizer steps
+    prompts_per_step: int = 8  # prompts per step summed over all processes (batch = prompts_per_step * k)
+    micro_batch_size: int = 8  # sequences per forward/backward on each process (accumulation is derived)
+    num_epochs: int = 1  # optimisation passes over each rollout batch (> 1 reuses it with an importance ratio)
+    num_minibatches: int = 1  # optimizer steps per pass: the rollout batch is shuffled and split this many ways
+    clip_eps: float | None = 0.2  # importance-ratio clip 1 +- eps, active once a batch is reused (none disables)
+    lr: float = 1e-5  # AdamW learning rate
+    weight_decay: float = 0.0  # AdamW weight decay
+    warmup_steps: int = 0  # linear warm-up steps
+    lr_schedule: str = "constant"  # constant | linear | cosine (after warm-up)
+    max_grad_norm: float = 1.0  # gradient clipping by global norm (0 disables)
+    seed: int = 0  # seeds the tiny model, prompt order and sampling
+    # --- output
+    output_dir: str = "runs/train"  # run directory: config, metrics.jsonl, checkpoints, final model
+    save_every: int = 0  # checkpoint every N steps (0: only at the end)
+    tensorboard: bool = False  # also write TensorBoard event files (needs the tensorboard extra)
+    # --- held-out evaluation (eval.jsonl)
+    eval_every: int = 0  # every N steps (and before the first and after the last): mean reward of one policy sample per eval prompt (0: off)
+    eval_prompts: int = 64  # how many eval prompts (the first of eval_dataset)
+    eval_dataset: str = ""  # prompts to evaluate on (default: the training prompts)
+    eval_rewards: tuple[str, ...] = ()  # reward sources for evaluation (default: `rewards`)
+
+    def __post_init__(self):
+        choices = {"algo": ("pg", "reinforce", "rloo", "ppo", "raft", "copg", "dpo", "ipo", "sft"),
+                   "source": ("online", "offline", "mixed"),
+                   "on_reward_error": ("fail", "skip"), "lr_schedule": ("constant", "linear", "cosine"),
+                   "dtype": ("float32", "bfloat16", "float16")}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"{key}={getattr(self, key)!r}: choose one of {', '.join(allowed)}")
+        if self.algo == "rloo" and self.k < 2:
+            raise ConfigError(f"k={self.k}: RLOO needs k >= 2 samples per prompt for its "
+                              "leave-one-out baseline (use algo=reinforce or pg for k=1)")
+        if self.algo == "copg" and self.k < 2:
+            raise ConfigError(f"k={self.k}: CoPG contrasts k >= 2 completions of the same prompt")
+        if self.source != "online" and self.algo != "copg":
+            raise ConfigError(f"source={self.source}: only algo=copg learns from offline or replayed "
+                              "samples without importance weights (dpo, ipo and sft always read "
+                              "`dataset`; the online algorithms sample from the current policy)")
+        if not 0.0 <= self.replay_ratio < 1.0:
+            raise ConfigError(f"replay_ratio={self.replay_ratio}: must be in [0, 1)")
+        for key in ("k", "steps", "prompts_per_step", "micro_batch_size", "max_new_tokens",
+                    "num_epochs", "num_minibatches", "raft_top_m", "replay_size", "eval_prompts"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}={getattr(self, key)}: must be >= 1")
+        if self.algo == "raft" and self.raft_top_m >= self.k:
+            raise ConfigError(f"raft_top_m={self.raft_top_m}: RAFT keeps fewer than k={self.k} "
+                              "completions per prompt (raise k or lower raft_top_m)")
+        if self.algo == "ppo" and self.whiten_rewards:
+            raise ConfigError("whiten_rewards: not supported with algo=ppo (its per-token rewards "
+                              "use the raw scores; the value model learns their scale)")
+        if self.lora_r < 0:
+            raise ConfigError(f"lora_r={self.lora_r}: must be >= 0 (0 = full fine-tuning)")
+        for key in ("clip_eps", "value_clip_eps"):
+            if getattr(self, key) is not None and getattr(self, key) <= 0:
+                raise ConfigError(f"{key}={getattr(self, key)}: must be > 0 (or none to disable)")
+        for key in ("gamma", "lam"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"{key}={getattr(self, key)}: must be in [0, 1]")
+        if self.algo in ("copg", "dpo", "ipo") and self.micro_batch_size % self.group_size:
+            raise ConfigError(f"micro_batch_size={self.micro_batch_size}: {self.algo} needs whole "
+                              f"groups of {self.group_size} in a micro-batch (use a multiple)")
+        if self.reward_timeout <= 0 or self.reward_memory_mb < 0:
+            raise ConfigError(f"reward_timeout={self.reward_timeout}, reward_memory_mb="
+                              f"{self.reward_memory_mb}: the timeout must be > 0 and the memory "
+                              "limit >= 0 (0: no limit)")
+        if self.reward_weights is not None and len(self.reward_weights) != len(self.rewards):
+            raise ConfigError(f"reward_weights has {len(self.reward_weights)} entries for "
+                              f"{len(self.rewards)} reward sources")
+
+    @property
+    def group_size(self) -> int:
+        """Rows per prompt group: k, except 2 for dpo/ipo (chosen, rejected) and 1 for sft."""
+        return {"dpo": 2, "ipo": 2, "sft": 1}.get(self.algo, self.k)
+
+    @property
+    def data_source(self) -> str:
+        """online | offline | mixed: ``source`` for copg, offline for dpo/ipo/sft."""
+        return "offline" if self.algo in ("dpo", "ipo", "sft") else self.source
