@@ -70,10 +70,10 @@ def cmd_train(args: list[str]) -> int:
 
 
 # command -> "module:function" taking the argument list; imported only when run (fast --help).
-LAZY = {"demo": "demo:main", "bandit": "bandit:main", "sft": "sft:main",
-        "reward-model": "reward_model:main", "sample": "tools:main_sample",
-        "score": "tools:main_score", "eval-safety": "safety:main", "eval-winrate": "winrate:main",
-        "synth-prefs": "synth:main"}
+LAZY = {"demo": "recipes.demo:main", "bandit": "recipes.bandit:main", "sft": "recipes.sft:main",
+        "reward-model": "recipes.reward_model:main", "sample": "recipes.sample_score:main_sample",
+        "score": "recipes.sample_score:main_score", "eval-safety": "eval.safety:main",
+        "eval-winrate": "eval.winrate:main", "synth-prefs": "recipes.synth:main"}
 COMMANDS = ["train", *LAZY]
 
 
