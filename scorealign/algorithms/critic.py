@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.batch import Rollout
-from ..core.checkpoint import atomic_dir
+from ..core.io import atomic_dir
 from ..core.models import DTYPES
 from ..engine.rollout import position_ids
 from ..errors import ConfigError

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import ConfigError
+from .io import atomic_write_text
 
 # ------------------------------------------------------------------------------------------------
 
@@ -118,8 +119,6 @@ def to_dict(cfg) -> dict:
 
 def save_config(cfg, path: str | Path) -> None:
     """Write the resolved config as YAML, atomically."""
-    from .checkpoint import atomic_write_text
-
     atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
 
 

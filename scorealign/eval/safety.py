@@ -18,8 +18,8 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from ..core.checkpoint import atomic_write_text
 from ..core.config import config_from_argv, to_dict
+from ..core.io import atomic_write_json, atomic_write_text
 from ..data.formats import Row, completion_text, load_prompts, load_sft, row_location
 from ..errors import ConfigError, DataError
 from ..rewards.language import check_language_field, normalize_language
@@ -38,7 +38,6 @@ from .reports import (
     rate_cell,
     require_matplotlib,
     save_figure,
-    write_json,
 )
 
 
@@ -268,7 +267,7 @@ def run_eval_safety(cfg: SafetyConfig, judge=None, refusal=None) -> dict:
                   verdicts, [r.get(cfg.human_label_field) for r in harmful],
                   [r["language"] for r in harmful]),
               "config": to_dict(cfg)}
-    write_json(out_dir / "report.json", report)                              # step 5
+    atomic_write_json(out_dir / "report.json", report)                              # step 5
     atomic_write_text(out_dir / "report.md", report_markdown(report))
     if cfg.plot:
         plot_harmful_rates(report, out_dir / "harmful_rate.png")

@@ -18,14 +18,14 @@ import json
 import time
 from pathlib import Path
 
-from ..core.checkpoint import atomic_write_text
 from ..core.config import config_from_argv, to_dict
+from ..core.io import atomic_write_json, atomic_write_text
 from ..data.formats import Row, completion_text, load_prompts, load_sft, row_location, write_jsonl
 from ..errors import ConfigError, DataError
 from ..rewards.language import normalize_language
 from ..rewards.sources import rewards_from_specs, score_rows
 from .judge import check_judge_spec, judge_from_spec
-from .reports import bootstrap_ci, markdown_table, write_json
+from .reports import bootstrap_ci, markdown_table
 
 JUDGE_SCORES = {"safe": 1.0, "refusal": 0.5, "harmful": 0.0}
 
@@ -182,7 +182,7 @@ def run_eval_winrate(cfg: WinrateConfig, source=None) -> dict:
     report = {"scorer": cfg.judge or "+".join(cfg.rewards), "pairs": n, "unmatched": unmatched,
               "unjudged": unjudged, "by_language": cells, "config": to_dict(cfg)}
     out = Path(cfg.output_dir)
-    write_json(out / "report.json", report)
+    atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", winrate_markdown(report))
     w = cells["all"]
     rate = "-" if w["win_rate"] is None else f"{100 * w['win_rate']:.1f}%"
