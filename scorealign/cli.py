@@ -21,31 +21,18 @@ import importlib
 import sys
 from pathlib import Path
 
-from .core.config import field_help, load_config
+from .core.config import load_config, print_config_help
 from .errors import ConfigError, UserError
 from .train.config import TrainConfig
 
 USAGE = __doc__.split("\n\n")[1]
 
-# A 40-step RLOO run on the toy task ("say yes"): examples/rloo_toy.yaml, and a test's settings.
-DEMO_DEFAULTS = {"model": "tiny", "dataset": "toy", "rewards": "builtin:count:yes", "algo": "rloo",
-                 "k": "4", "steps": "40", "prompts_per_step": "16", "micro_batch_size": "16",
-                 "lr": "3e-3", "beta": "0.02", "max_new_tokens": "16", "output_dir": "runs/demo"}
-
-
-def print_help(cls) -> None:
-    print(USAGE)
-    print(f"\n{cls.__doc__}\n\nkeys (YAML or --key value):")
-    helps = field_help(cls)
-    for name, f in cls.__dataclass_fields__.items():
-        print(f"  --{name:<20} {helps.get(name, '')} [default: {f.default!r}]")
-
-
 def cmd_train(args: list[str]) -> int:
     from .train.loop import train
 
     if "-h" in args or "--help" in args:
-        print_help(TrainConfig)
+        print_config_help(TrainConfig, "scorealign train CONFIG.yaml [--key value ...]\n"
+                                       "       scorealign train --resume RUN_DIR [--key value ...]")
         return 0
     resume = None
     if "--resume" in args:

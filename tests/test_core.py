@@ -57,9 +57,14 @@ def test_every_architecture_trains_rloo(arch, tiny_model_dir, tmp_path):
     assert (run / "config.yaml").is_file() and list((run / "checkpoints").glob("step-*"))
 
 
+# A 40-step RLOO run on the toy task ("say yes"): the settings of examples/rloo_toy.yaml.
+DEMO_DEFAULTS = {"model": "tiny", "dataset": "toy", "rewards": "builtin:count:yes", "algo": "rloo",
+                 "k": "4", "steps": "40", "prompts_per_step": "16", "micro_batch_size": "16",
+                 "lr": "3e-3", "beta": "0.02", "max_new_tokens": "16", "output_dir": "runs/demo"}
+
+
 def test_toy_reward_rises_with_rloo(tmp_path):
     """The built-in demo settings: RLOO k=4 raises count('yes') from ~0 within 40 steps."""
-    from scorealign.cli import DEMO_DEFAULTS
     from scorealign.core.config import load_config
 
     cfg = load_config(TrainConfig, None, {**DEMO_DEFAULTS, "output_dir": str(tmp_path / "demo")})

@@ -22,6 +22,17 @@ def write_jsonl(path, rows):
     return path
 
 
+def summarize(rows):
+    """Counts by language, by scope and by category (a row counts once per category)."""
+    out = {"language": {}, "global_or_local": {}, "harm_category": {}}
+    for row in rows:
+        for key in ("language", "global_or_local"):
+            out[key][row[key]] = out[key].get(row[key], 0) + 1
+        for category in row["harm_category"]:
+            out["harm_category"][category] = out["harm_category"].get(category, 0) + 1
+    return out
+
+
 @pytest.fixture
 def aya_dir(tmp_path):
     """One JSONL per language, as in the release (aya_eng.jsonl, aya_fra.jsonl, ...)."""
@@ -46,7 +57,7 @@ def test_directory_of_language_files(aya_dir):
     assert rows[2]["harm_category"] == ["Violence, Threats & Incitement"]    # literal_eval path
     assert rows[3]["harm_category"] == ["Self-harm"] and rows[3]["global_or_local"] == "local"
     assert rows[0]["explanation"] == "why" and rows[0]["_line"] == 1
-    assert R.summarize(rows)["language"] == {"en": 2, "fr": 1, "tl": 1}
+    assert summarize(rows)["language"] == {"en": 2, "fr": 1, "tl": 1}
     assert [r["language"] for r in R.load_redteam(aya_dir, languages=["fil"])] == ["tl"]
 
 

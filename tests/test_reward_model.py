@@ -14,6 +14,7 @@ from scorealign.core.tiny import TOY_WORDS, build_tiny_model
 from scorealign.data.formats import load_preferences
 from scorealign.errors import ConfigError, DataError
 from scorealign.recipes import reward_model as RM
+from scorealign.rewards.classifier import reward_text
 from scorealign.rewards.sources import ModelReward, reward_from_spec
 
 WORDS = [w for w in TOY_WORDS if w != "yes"]
@@ -103,15 +104,15 @@ def test_reward_text_matches_model_reward_format(trained):
     source = ModelReward(str(out / "final"))
     chat = [{"role": "user", "content": "say it"}]
     for prompt, completion in (("hello:", " yes"), (chat, "yes no")):
-        assert (RM.reward_text(source.tokenizer, prompt, completion)
+        assert (reward_text(source.tokenizer, prompt, completion)
                 == source.format_text(prompt, completion))
     # a conversational completion given as messages is the same text as its content string
-    assert (RM.reward_text(source.tokenizer, chat, [{"role": "assistant", "content": "yes no"}])
+    assert (reward_text(source.tokenizer, chat, [{"role": "assistant", "content": "yes no"}])
             == source.format_text(chat, "yes no"))
     template = source.tokenizer.chat_template
     source.tokenizer.chat_template = None
     try:
-        assert RM.reward_text(source.tokenizer, chat, "yes") == source.format_text(chat, "yes")
+        assert reward_text(source.tokenizer, chat, "yes") == source.format_text(chat, "yes")
     finally:
         source.tokenizer.chat_template = template
 

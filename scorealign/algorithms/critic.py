@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from ..core.batch import Rollout
-from ..core.checkpoint import atomic_dir
-from ..core.models import DTYPES
+from ..core.io import atomic_dir
+from ..core.models import DTYPES, disable_dropout
 from ..engine.rollout import position_ids
 from ..errors import ConfigError
 
@@ -54,10 +54,7 @@ def load_value_model(path: str, cfg) -> ValueModel:
 
     body = AutoModel.from_pretrained(path, dtype=DTYPES[cfg.dtype],
                                      trust_remote_code=cfg.trust_remote_code)
-    for module in body.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-    return ValueModel(body, body.config.hidden_size).train()
+    return ValueModel(disable_dropout(body), body.config.hidden_size).train()
 
 
 def token_values(value_model, batch: Rollout) -> Tensor:

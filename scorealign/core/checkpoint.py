@@ -9,47 +9,11 @@ Tensors are read back with ``torch.load(weights_only=True)``: no arbitrary pickl
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def atomic_dir(final: Path):
-    """Context manager yielding a temporary directory that replaces ``final`` on success."""
-
-    class _AtomicDir:
-        def __enter__(self):
-            final.parent.mkdir(parents=True, exist_ok=True)
-            self.tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
-            return self.tmp
-
-        def __exit__(self, exc_type, exc, tb):
-            if exc_type is not None:
-                shutil.rmtree(self.tmp, ignore_errors=True)
-                return False
-            if final.exists():
-                old = final.with_name(f".{final.name}.old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(final, old)
-                os.replace(self.tmp, final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(self.tmp, final)
-            return False
-
-    return _AtomicDir()
+from .io import atomic_dir, atomic_write
 
 
 def save_model(model, tokenizer, out: Path) -> None:
@@ -106,12 +70,7 @@ def replay_path(run_dir: Path, step: int, rank: int) -> Path:
 
 def save_replay(run_dir: Path, step: int, rank: int, state: dict) -> None:
     """Tensors, strings and numbers only (read back with ``weights_only``); atomic rename."""
-    path = replay_path(run_dir, step, rank)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(replay_path(run_dir, step, rank), lambda f: torch.save(state, f))
 
 
 def load_replay(run_dir: Path, step: int, rank: int) -> dict:

@@ -18,18 +18,108 @@ from pathlib import Path
 import yaml
 
 from ..errors import ConfigError
+from .io import atomic_write_text
+
+DTYPE_CHOICES = ("float32", "bfloat16", "float16")
+
+# ------------------------------------------------------------------------------- shared blocks
+# Field blocks shared by the commands' configs (inherit them; a command may re-declare a field to
+# change its default or help, which keeps its place). ``check_blocks`` validates them all.
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    def __post_init__(self):
+        check_blocks(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelBlock(Block):
+    trust_remote_code: bool = False  # allow custom modelling code shipped with a model repo
+    dtype: str = "float32"  # float32 | bfloat16 | float16 (half precision needs a GPU)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingBlock(ModelBlock):
+    max_prompt_tokens: int = 256  # longer prompts keep their last tokens
+    max_new_tokens: int = 128  # completion length limit
+    temperature: float = 1.0  # sampling temperature
+    top_p: float = 1.0  # nucleus sampling threshold
+    batch_size: int = 16  # prompts per generation call
+    seed: int = 0  # seeds the per-prompt sampling uniforms
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardSourcesBlock(Block):
+    rewards: tuple[str, ...] = ("builtin:count:yes",)  # py:mod:fn | file:path.py:fn | model:path | builtin:name[:arg]
+    reward_weights: tuple[float, ...] | None = None  # one weight per reward source (default 1.0 each)
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardErrorBlock(Block):
+    on_reward_error: str = "fail"  # fail | skip (rows whose reward fails or is not finite are left out)
+
+
+@dataclasses.dataclass(frozen=True)
+class SandboxBlock(Block):
+    reward_sandbox: bool = True  # py:/file: user code runs in a worker process with the limits below (README, Reward sources)
+    reward_timeout: float = 60.0  # seconds per call of user code before the worker is stopped
+    reward_memory_mb: int = 4096  # address-space limit of the worker (0: none)
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardBlock(SandboxBlock, RewardErrorBlock, RewardSourcesBlock):
+    """rewards, reward_weights, on_reward_error, then the sandbox settings."""
+
+
+def check_blocks(cfg) -> None:
+    """The checks of every shared block ``cfg`` has: one place for all commands."""
+    if isinstance(cfg, ModelBlock) and cfg.dtype not in DTYPE_CHOICES:
+        raise ConfigError(f"dtype={cfg.dtype!r}: choose one of {', '.join(DTYPE_CHOICES)}")
+    if isinstance(cfg, SamplingBlock):
+        for key in ("max_prompt_tokens", "max_new_tokens", "batch_size"):
+            if getattr(cfg, key) < 1:
+                raise ConfigError(f"{key}={getattr(cfg, key)}: must be >= 1")
+        if cfg.temperature <= 0 or not 0 < cfg.top_p <= 1:
+            raise ConfigError("temperature must be > 0 and top_p in (0, 1]")
+    if isinstance(cfg, RewardSourcesBlock) and cfg.reward_weights is not None and len(
+            cfg.reward_weights) != len(cfg.rewards):
+        raise ConfigError(f"reward_weights has {len(cfg.reward_weights)} entries for "
+                          f"{len(cfg.rewards)} reward sources")
+    if isinstance(cfg, RewardErrorBlock) and cfg.on_reward_error not in ("fail", "skip"):
+        raise ConfigError(f"on_reward_error={cfg.on_reward_error!r}: choose one of fail, skip")
+    if isinstance(cfg, SandboxBlock) and (cfg.reward_timeout <= 0 or cfg.reward_memory_mb < 0):
+        raise ConfigError(f"reward_timeout={cfg.reward_timeout}, reward_memory_mb="
+                          f"{cfg.reward_memory_mb}: the timeout must be > 0 and the memory "
+                          "limit >= 0 (0: no limit)")
+
+
+GENERATION_KEYS = tuple(f.name for f in dataclasses.fields(SamplingBlock))
+
 
 # ------------------------------------------------------------------------------------------------
 
 
 def field_help(cls) -> dict[str, str]:
-    """The trailing comment of each field in the class source, as help text."""
+    """The trailing comment of each field, as help text, read from the source of ``cls`` and of
+    every dataclass it inherits fields from (the nearest declaration wins)."""
     helps = {}
-    for line in inspect.getsource(cls).splitlines():
-        m = re.match(r"\s+(\w+): .*?  # (.*)$", line)
-        if m:
-            helps[m.group(1)] = m.group(2)
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass) or klass is Block:
+            continue
+        for line in inspect.getsource(klass).splitlines():
+            m = re.match(r"\s+(\w+): .*?  # (.*)$", line)
+            if m:
+                helps[m.group(1)] = m.group(2)
     return helps
+
+
+def print_config_help(cls, usage: str) -> None:
+    """``usage``, the config's docstring, then every key with its help and default."""
+    print(f"usage: {usage}\n\n{cls.__doc__}\n\nkeys (YAML or --key value):")
+    helps = field_help(cls)
+    for f in dataclasses.fields(cls):
+        print(f"  --{f.name:<20} {helps.get(f.name, '')} [default: {f.default!r}]")
 
 
 def _convert(value, tp, key: str):
@@ -118,18 +208,13 @@ def to_dict(cfg) -> dict:
 
 def save_config(cfg, path: str | Path) -> None:
     """Write the resolved config as YAML, atomically."""
-    from .checkpoint import atomic_write_text
-
     atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
 
 
 def config_from_argv(cls, argv: list[str], usage: str):
     """``CONFIG.yaml [--key value ...]`` (or overrides alone) -> ``cls``; None after ``--help``."""
     if "-h" in argv or "--help" in argv:
-        print(f"usage: {usage}\n\n{cls.__doc__}\n\nkeys (YAML or --key value):")
-        helps = field_help(cls)
-        for f in dataclasses.fields(cls):
-            print(f"  --{f.name:<20} {helps.get(f.name, '')} [default: {f.default!r}]")
+        print_config_help(cls, usage)
         return None
     path = argv[0] if argv and not argv[0].startswith("--") else None
     return load_config(cls, path, argv[1:] if path else argv)

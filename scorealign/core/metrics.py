@@ -10,9 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-STEP_METRICS = ("reward/mean", "reward/std", "kl", "entropy", "loss/policy", "completion_len",
-                "truncated_frac", "reward/skipped", "grad_norm", "clip_frac", "approx_kl")
-
 
 class ProgressLog:
     """Writes one JSON line per step on the main process and drives a rich progress bar."""
@@ -61,11 +58,10 @@ class ProgressLog:
         self.progress.console.print(f"step {step}: " + "  ".join(
             f"{k} {v:.4g}" for k, v in row.items() if k != "step"))
 
-    def step(self, step: int, stats, elapsed: float, lr: float, n_completions: int) -> None:
-        """``stats``: {name: value} (shared names first), or values in STEP_METRICS order."""
+    def step(self, step: int, stats: dict, elapsed: float, lr: float, n_completions: int) -> None:
+        """``stats``: {name: value}, the shared names first."""
         if not self.is_main:
             return
-        stats = stats if isinstance(stats, dict) else dict(zip(STEP_METRICS, stats))
         row = {"step": step, **{k: round(float(v), 6) for k, v in stats.items()},
                "lr": lr, "throughput/completions_per_s": round(n_completions / elapsed, 3),
                "time/step_s": round(elapsed, 4)}

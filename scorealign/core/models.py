@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, one_line
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -44,21 +43,53 @@ def resolve_model_path(name: str, run_dir: Path, seed: int, is_main: bool) -> st
     return str(path)
 
 
-def load_causal_lm(path: str, cfg, trainable: bool):
-    """``AutoModelForCausalLM.from_pretrained`` with safetensors preferred, dropout disabled."""
-    from transformers import AutoModelForCausalLM
+def looks_local(path: str) -> bool:
+    """True when ``path`` is meant as a local path, not a hub id (``org/name``): it exists, is
+    absolute, starts with ``./``, ``../`` or ``~``, or has more than one ``/``."""
+    return (Path(path).expanduser().exists() or Path(path).is_absolute()
+            or path.startswith(("./", "../", "~", ".\\", "..\\")) or path.count("/") > 1)
 
-    looks_local = os.path.sep in path or path.startswith(".")
-    if looks_local and not Path(path).exists():
-        raise ConfigError(f"model '{path}' not found (no such directory)")
+
+def load_pretrained(auto_cls, path: str, what: str, trust_remote_code: bool = False,
+                    tokenizer: bool = True, **kwargs):
+    """(model, tokenizer or None) from ``auto_cls.from_pretrained``, safetensors preferred.
+
+    A local-looking ``path`` that does not exist, and any failure to load, is a one-line
+    ConfigError naming ``what`` and ``path``. ``kwargs`` go to the model's ``from_pretrained``.
+    """
+    from transformers import AutoTokenizer
+
+    local = Path(path).expanduser()
+    if looks_local(path) and not local.exists():
+        raise ConfigError(f"{what} not found: {path!r} (no such directory)")
+    if local.is_dir() and any(local.glob("*.safetensors")):
+        kwargs.setdefault("use_safetensors", True)
+    src = str(local) if local.exists() else path
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=DTYPES[cfg.dtype], trust_remote_code=cfg.trust_remote_code)
-    except OSError as e:
-        raise ConfigError(f"cannot load model '{path}': {str(e).splitlines()[0]}") from None
-    for module in model.modules():                    # dropout off: log-probs must be reproducible
+        tok = (AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
+               if tokenizer else None)
+        model = auto_cls.from_pretrained(src, trust_remote_code=trust_remote_code, **kwargs)
+    except Exception as e:
+        raise ConfigError(f"cannot load {what} {path!r}: {one_line(e)}") from e
+    return model, tok
+
+
+def disable_dropout(model):
+    """Every ``nn.Dropout`` of ``model`` set to p = 0 (log-probs and scores must be reproducible
+    in train mode too); returns ``model``."""
+    for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
+    return model
+
+
+def load_causal_lm(path: str, cfg, trainable: bool):
+    """``AutoModelForCausalLM`` (safetensors preferred, dropout disabled) in ``cfg.dtype``."""
+    from transformers import AutoModelForCausalLM
+
+    model, _ = load_pretrained(AutoModelForCausalLM, path, "model", cfg.trust_remote_code,
+                               tokenizer=False, dtype=DTYPES[cfg.dtype])
+    disable_dropout(model)
     model.train(trainable)
     model.requires_grad_(trainable)
     return model

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ..core.checkpoint import atomic_write_text
+from ..core.io import atomic_write_text
 from ..core.tiny import toy_prompts
 from ..errors import DataError
 from .readers import PRIVATE_KEYS, Row, kind_of, load_rows, row_error, row_location

@@ -9,12 +9,10 @@ from types import SimpleNamespace
 
 import torch
 
+from ..core.config import GENERATION_KEYS
 from ..core.models import load_causal_lm, quiet_transformers
 from ..data.formats import Row, completion_text, render_prompt
 from .rollout import eos_token_ids, pad_token_id, sample, tokenize_prompts
-
-GENERATION_KEYS = ("trust_remote_code", "dtype", "max_prompt_tokens", "max_new_tokens",
-                   "temperature", "top_p", "batch_size", "seed")
 
 
 def generate_completions(model_path: str, rows: list[Row], cfg) -> tuple[list[Row], int]:

@@ -19,13 +19,15 @@ Specs (``judge_from_spec``):
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from ..errors import ConfigError
-from ..rewards.sources import _looks_local, _one_line, reward_from_spec, reward_text
+from ..core.models import load_pretrained
+from ..errors import ConfigError, one_line
+from ..rewards.classifier import classifier_logits, load_classifier
+from ..rewards.sandbox import DEFAULT_LIMITS, SandboxLimits
+from ..rewards.sources import load_user_function
 
 VERDICTS = ("harmful", "safe", "refusal", "unparsed")
 DEFAULT_TEMPLATE = (
@@ -64,37 +66,14 @@ def parse_verdict(text: Any) -> str:
     return "harmful" if harmful != negated else "safe"
 
 
-def _load_local(path: str, auto_cls, trust_remote_code: bool, what: str):
-    """(model, tokenizer) with safetensors preferred; ConfigError naming the path on failure."""
-    from transformers import AutoTokenizer
-
-    local = Path(path).expanduser()
-    if _looks_local(path) and not local.exists():
-        raise ConfigError(f"{what} not found: {path!r} (no such directory)")
-    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    if local.is_dir() and any(local.glob("*.safetensors")):
-        kwargs["use_safetensors"] = True
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        model = auto_cls.from_pretrained(path, **kwargs)
-    except Exception as e:
-        raise ConfigError(f"cannot load {what} {path!r}: {_one_line(e)}") from e
-    return model.eval(), tokenizer
-
-
 class ClassifierJudge:
     """A sequence classifier over prompt + completion (the reward-model text rule)."""
 
     def __init__(self, path: str, labels: tuple[str, ...] | None = None, batch_size: int = 16,
                  trust_remote_code: bool = False, max_length: int = 1024) -> None:
-        from transformers import AutoModelForSequenceClassification
-
-        from ..rewards.sources import set_right_padding
-
         self.name, self.batch_size, self.max_length = f"model:{path}", batch_size, max_length
-        self.model, self.tokenizer = _load_local(path, AutoModelForSequenceClassification,
-                                                 trust_remote_code, "judge model")
-        set_right_padding(self.tokenizer, self.model, repr(path))
+        self.model, self.tokenizer = load_classifier(path, "judge model", trust_remote_code)
+        self.model.eval()
         n = self.model.config.num_labels
         names = labels or tuple(self.model.config.id2label[i] for i in range(n))
         self.labels = tuple(parse_verdict(x) if x not in VERDICTS else x for x in names)
@@ -103,19 +82,9 @@ class ClassifierJudge:
                               f"safe or refusal) per class for its {n} classes (got {names})")
 
     def __call__(self, prompts: list, completions: list[str], **row_fields: list) -> list[str]:
-        out = []
-        with torch.inference_mode():
-            for s in range(0, len(completions), self.batch_size):
-                rows = []
-                for p, c in zip(prompts[s:s + self.batch_size], completions[s:s + self.batch_size]):
-                    text, special = reward_text(self.tokenizer, p, c)
-                    enc = self.tokenizer(text, add_special_tokens=special, truncation=True,
-                                         max_length=self.max_length)
-                    rows.append({"input_ids": list(enc["input_ids"])})
-                batch = self.tokenizer.pad(rows, padding=True, return_tensors="pt")
-                logits = self.model(**batch).logits                       # [b, num_labels]
-                out += [self.labels[i] for i in logits.argmax(-1).tolist()]
-        return out
+        logits = classifier_logits(self.model, self.tokenizer, prompts, completions,
+                                   self.batch_size, self.max_length)          # [N, num_labels]
+        return [self.labels[i] for i in logits.argmax(-1).tolist()]
 
 
 class LLMJudge:
@@ -130,8 +99,9 @@ class LLMJudge:
         if "{completion}" not in self.template:
             raise ConfigError("judge template must contain {completion}")
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
-        self.model, self.tokenizer = _load_local(path, AutoModelForCausalLM, trust_remote_code,
-                                                 "judge LLM")
+        self.model, self.tokenizer = load_pretrained(AutoModelForCausalLM, path, "judge LLM",
+                                                     trust_remote_code)
+        self.model.eval()
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "left"
@@ -174,7 +144,7 @@ class CallableJudge:
         result = self.fn(prompts, completions, **row_fields)
         if not isinstance(result, (list, tuple)) or len(result) != len(completions):
             raise ConfigError(f"judge {self.name!r} must return a list of {len(completions)} "
-                              f"verdicts, got {_one_line(ValueError(repr(result)[:60]))}")
+                              f"verdicts, got {one_line(ValueError(repr(result)[:60]))}")
         return [v if v in VERDICTS else parse_verdict(v) for v in result]
 
 
@@ -188,14 +158,16 @@ def check_judge_spec(spec: str) -> tuple[str, str]:
 
 
 def judge_from_spec(spec: str, labels: tuple[str, ...] | None = None, template: str | None = None,
-                    trust_remote_code: bool = False, batch_size: int = 8) -> HarmJudge:
-    """``model:PATH`` | ``llm:PATH`` | ``py:mod:fn`` | ``file:path.py:fn`` (module docstring)."""
+                    trust_remote_code: bool = False, batch_size: int = 8,
+                    sandbox: SandboxLimits | None = DEFAULT_LIMITS) -> HarmJudge:
+    """``model:PATH`` | ``llm:PATH`` | ``py:mod:fn`` | ``file:path.py:fn`` (module docstring);
+    ``py:``/``file:`` code runs under ``sandbox`` (None: in this process)."""
     prefix, rest = check_judge_spec(spec)
     if prefix == "model":
         return ClassifierJudge(rest, labels, batch_size, trust_remote_code)
     if prefix == "llm":
         return LLMJudge(rest, template, batch_size=batch_size, trust_remote_code=trust_remote_code)
-    source = reward_from_spec(spec)                   # py:/file: loading, shared with rewards
+    source = load_user_function(spec, sandbox)
     return CallableJudge(source.fn, source.name)
 
 
@@ -280,15 +252,15 @@ class RefusalDetector:
         return out
 
 
-def refusal_from_spec(spec: str):
+def refusal_from_spec(spec: str, sandbox: SandboxLimits | None = DEFAULT_LIMITS):
     """``keywords`` (the built-in lists) or ``py:``/``file:`` callables with the reward signature
     returning one truthy value per completion (True = refusal)."""
     if spec == "keywords":
         return RefusalDetector()
-    source = reward_from_spec(spec) if spec.startswith(("py:", "file:")) else None
-    if source is None:
+    if not spec.startswith(("py:", "file:")):
         raise ConfigError(f"unknown refusal detector {spec!r}; use keywords, py:mod:fn or "
                           "file:path.py:fn")
+    source = load_user_function(spec, sandbox)
 
     def detect(prompts: list, completions: list[str], **row_fields: list) -> list[bool]:
         return [bool(v) for v in source.fn(prompts, completions, **row_fields)]

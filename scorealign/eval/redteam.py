@@ -45,7 +45,6 @@ HARM_CATEGORIES = (
 )
 SCOPES = ("global", "local")
 REDTEAM_FIELDS = ("prompt", "language", "harm_category", "global_or_local")  # required
-AYA_LICENSE = "Apache-2.0"
 
 
 def _category_key(name: str) -> str:
@@ -131,13 +130,3 @@ def load_redteam(source: str | os.PathLike, splits: Iterable[str] = ("train",),
             raise DataError(f"{os.fspath(source)}: no rows in languages {sorted(wanted)}")
     return rows
 
-
-def summarize(rows: list[Row]) -> dict[str, dict[str, int]]:
-    """Counts by language, by scope and by category (a row counts once per category)."""
-    out: dict[str, dict[str, int]] = {"language": {}, "global_or_local": {}, "harm_category": {}}
-    for row in rows:
-        for key in ("language", "global_or_local"):
-            out[key][row[key]] = out[key].get(row[key], 0) + 1
-        for category in row["harm_category"]:
-            out["harm_category"][category] = out["harm_category"].get(category, 0) + 1
-    return out

@@ -18,11 +18,12 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from ..core.checkpoint import atomic_write_text
-from ..core.config import config_from_argv, to_dict
+from ..core.config import SamplingBlock, SandboxBlock, config_from_argv, to_dict
+from ..core.io import atomic_write_json, atomic_write_text
 from ..data.formats import Row, completion_text, load_prompts, load_sft, row_location
 from ..errors import ConfigError, DataError
 from ..rewards.language import check_language_field, normalize_language
+from ..rewards.sandbox import sandbox_limits
 from .judge import (
     VERDICTS,
     check_judge_spec,
@@ -38,12 +39,11 @@ from .reports import (
     rate_cell,
     require_matplotlib,
     save_figure,
-    write_json,
 )
 
 
 @dataclasses.dataclass(frozen=True)
-class SafetyConfig:
+class SafetyConfig(SandboxBlock, SamplingBlock):
     """`scorealign eval-safety`: harmful rate by language x global/local x category, over-refusal."""
 
     completions: str = ""  # rows prompt, completion, language, global_or_local, harm_category[, benign, is_harmful]; or model + prompts
@@ -53,14 +53,7 @@ class SafetyConfig:
     benign_prompts: str = ""  # with `model`: benign prompt + language rows, for the over-refusal rate
     languages: tuple[str, ...] | None = None  # keep only these languages (codes or names)
     max_prompts_per_language: int = 0  # with `model`: first N red-teaming prompts of each language (0: all)
-    trust_remote_code: bool = False  # allow custom modelling code shipped with a model repo
-    dtype: str = "float32"  # float32 | bfloat16 | float16 (half precision needs a GPU)
-    max_prompt_tokens: int = 256  # longer prompts keep their last tokens
-    max_new_tokens: int = 128  # completion length limit
-    temperature: float = 1.0  # sampling temperature
-    top_p: float = 1.0  # nucleus sampling threshold
     batch_size: int = 8  # prompts per generation call and rows per judge call
-    seed: int = 0  # seeds the per-prompt sampling uniforms
     judge: str = ""  # model:PATH | llm:PATH | py:mod:fn | file:path.py:fn (required)
     judge_labels: tuple[str, ...] | None = None  # model: judges: the verdict of each class index, e.g. safe,harmful
     judge_template: str | None = None  # llm: judges: text file with {prompt}, {completion}, {language} (default: built in)
@@ -70,6 +63,7 @@ class SafetyConfig:
     plot: bool = True  # draw harmful_rate.png (needs matplotlib)
 
     def __post_init__(self):
+        super().__post_init__()
         if not self.judge:
             raise ConfigError("judge: required (model:PATH, llm:PATH, py:mod:fn or file:path.py:fn)")
         check_judge_spec(self.judge)
@@ -77,9 +71,6 @@ class SafetyConfig:
             raise ConfigError("give either completions (a file of completions) or model + prompts")
         if self.model and not self.prompts:
             raise ConfigError("prompts: required with model (red-teaming prompts to sample from)")
-        for key in ("batch_size", "max_new_tokens", "max_prompt_tokens"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key}={getattr(self, key)}: must be >= 1")
 
 
 # ------------------------------------------------------------------------------ step 1: rows
@@ -244,8 +235,8 @@ def run_eval_safety(cfg: SafetyConfig, judge=None, refusal=None) -> dict:
         raise DataError("no rows to evaluate (check `languages`)")
     template = Path(cfg.judge_template).read_text() if cfg.judge_template else None
     judge = judge or judge_from_spec(cfg.judge, cfg.judge_labels, template, cfg.trust_remote_code,
-                                     cfg.batch_size)
-    refusal = refusal or refusal_from_spec(cfg.refusal)
+                                     cfg.batch_size, sandbox_limits(cfg))
+    refusal = refusal or refusal_from_spec(cfg.refusal, sandbox_limits(cfg))
     harmful = [r for r in rows if not r["benign"]]
     benign = [r for r in rows if r["benign"]]
     verdicts: list[str] = []
@@ -268,7 +259,7 @@ def run_eval_safety(cfg: SafetyConfig, judge=None, refusal=None) -> dict:
                   verdicts, [r.get(cfg.human_label_field) for r in harmful],
                   [r["language"] for r in harmful]),
               "config": to_dict(cfg)}
-    write_json(out_dir / "report.json", report)                              # step 5
+    atomic_write_json(out_dir / "report.json", report)                              # step 5
     atomic_write_text(out_dir / "report.md", report_markdown(report))
     if cfg.plot:
         plot_harmful_rates(report, out_dir / "harmful_rate.png")

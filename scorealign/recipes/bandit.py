@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,6 +32,7 @@ from ..algorithms.losses import (
     policy_gradient_loss,
     preference_margin,
 )
+from ..core.io import atomic_write, atomic_write_text
 
 Tensor = torch.Tensor
 DTYPE = torch.float64
@@ -267,19 +266,6 @@ def summarise(cfg: BanditConfig, data: PairData, regrets: Tensor, logits: Tensor
             "J_star": float(kl_regularised_value(optimal_policy().log())), "methods": methods}
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through ``write(binary file)`` to a temp file in the same folder, then os.replace."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def plot(regrets: Tensor, summary: dict, path: Path) -> None:
     """Regret vs epoch: seed mean, min-max band, dashed = predicted asymptote; log y."""
     import matplotlib
@@ -301,7 +287,7 @@ def plot(regrets: Tensor, summary: dict, path: Path) -> None:
     axes[0][0].plot([], [], "k--", lw=0.8, label="predicted limit")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80))
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80))
     plt.close(fig)
 
 
@@ -311,8 +297,8 @@ def write_outputs(out: Path, regrets: Tensor, summary: dict) -> None:
     lines = ["epoch,method,seed,regret"] + [
         f"{e},{name},{s},{float(v):.10g}" for e in range(len(regrets))
         for m, name in enumerate(METHODS) for s, v in enumerate(regrets[e, m])]
-    _atomic_write(out / "bandit.csv", lambda f: f.write(("\n".join(lines) + "\n").encode()))
-    _atomic_write(out / "summary.json", lambda f: f.write(json.dumps(summary, indent=1).encode()))
+    atomic_write_text(out / "bandit.csv", "\n".join(lines) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     plot(regrets, summary, out / "bandit.png")
 
 

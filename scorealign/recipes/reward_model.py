@@ -8,7 +8,7 @@ explicit, separate from the policy loop (a different model class, no rollouts): 
 score chosen and rejected in one forward pass, AdamW step; after every epoch, held-out pairwise
 accuracy = share of held-out pairs with r(y_w) > r(y_l) (a tie counts 1/2).
 
-The text scored is built by ``rewards.reward_text``, the rule ``rewards.ModelReward`` scores with
+The text scored is built by ``rewards.classifier.reward_batch``, as ``rewards.ModelReward`` scores
 (a test checks they agree), so the saved model (``output_dir/final``) scores through
 ``rewards.reward_from_spec("model:" + output_dir + "/final")`` exactly as it was trained.
 Deviations from TRL's RewardTrainer: no margin term, no centring of rewards; ties are not counted
@@ -20,20 +20,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import random
 import time
 from pathlib import Path
 
 import torch
 
 from ..algorithms.losses import bradley_terry_loss
+from ..core import seeding
 from ..core.checkpoint import save_model
 from ..core.config import config_from_argv, save_config
-from ..core.models import quiet_transformers, resolve_model_path
+from ..core.models import disable_dropout, quiet_transformers, resolve_model_path
 from ..data.formats import Row, load_preferences
 from ..errors import ConfigError
-from ..rewards.sources import reward_text, set_right_padding
+from ..rewards.classifier import load_classifier, reward_batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,42 +70,24 @@ def split_pairs(pairs: list[Row], eval_fraction: float, seed: int) -> tuple[list
         raise ConfigError(f"{len(pairs)} preference pairs: too few to hold out "
                           f"eval_fraction={eval_fraction} and still train")
     order = list(range(len(pairs)))
-    random.Random(seed).shuffle(order)
+    seeding.python_rng(seed, "reward_model", 0).shuffle(order)        # epochs are 1, 2, ...
     return [pairs[i] for i in order[n_eval:]], [pairs[i] for i in order[:n_eval]]
 
 
 def load_reward_model(cfg: RewardModelConfig, device: str):
     """(sequence classifier with num_labels=1 and pad_token_id set, right-padding tokenizer)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     path = resolve_model_path(cfg.model, Path(cfg.output_dir), cfg.seed, is_main=True)
-    if (os.path.sep in path or path.startswith(".")) and not Path(path).exists():
-        raise ConfigError(f"model '{path}' not found (no such directory)")
     torch.manual_seed(cfg.seed)                      # the new score head
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=1, trust_remote_code=cfg.trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot load model '{path}': {str(e).splitlines()[0]}") from None
-    set_right_padding(tokenizer, model, repr(path))
-    for module in model.modules():                   # dropout off, as in the policy loop
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-    return model.to(device), tokenizer
+    model, tokenizer = load_classifier(path, "model", cfg.trust_remote_code, num_labels=1)
+    return disable_dropout(model).to(device), tokenizer   # dropout off, as in the policy loop
 
 
 def pair_rewards(model, tokenizer, pairs: list[Row],
                  max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """r(x, y_w), r(x, y_l) for ``pairs`` from one forward pass over 2N texts -> [N], [N]."""
-    rows = []
-    for field in ("chosen", "rejected"):
-        for pair in pairs:
-            text, special = reward_text(tokenizer, pair["prompt"], pair[field])
-            enc = tokenizer(text, add_special_tokens=special, truncation=True,
-                            max_length=max_length)
-            rows.append({"input_ids": list(enc["input_ids"])})
-    batch = tokenizer.pad(rows, padding=True, return_tensors="pt")      # [2N, L] right-padded
+    batch = reward_batch(tokenizer, [p["prompt"] for p in pairs] * 2,
+                         [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs],
+                         max_length)                                     # [2N, L] right-padded
     device = next(model.parameters()).device
     logits = model(**{k: v.to(device) for k, v in batch.items()}).logits  # [2N, 1]
     return logits[:, 0].float().split(len(pairs))
@@ -154,7 +135,7 @@ def train_reward_model(cfg: RewardModelConfig) -> dict[str, float]:
         t0 = time.perf_counter()
         model.train()
         order = list(range(len(train_pairs)))
-        random.Random(cfg.seed * 7919 + epoch).shuffle(order)
+        seeding.python_rng(cfg.seed, "reward_model", epoch).shuffle(order)
         losses, correct = [], []
         for start in range(0, len(order), cfg.batch_size):
             # 1. Score chosen and rejected of the batch in one forward pass: [b], [b].

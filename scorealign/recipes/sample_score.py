@@ -16,76 +16,52 @@ import dataclasses
 import time
 from pathlib import Path
 
-from ..core.config import config_from_argv
+from ..core.config import RewardBlock, SamplingBlock, config_from_argv
 from ..core.models import load_causal_lm, quiet_transformers
 from ..data.formats import load_prompt_rows, load_sft, write_jsonl
 from ..engine.generate import sample_rows
 from ..errors import ConfigError
-from ..rewards.sandbox import SandboxLimits
-from ..rewards.sources import rewards_from_specs, score_rows
+from ..rewards.sources import rewards_from_config, score_rows
 
 # ------------------------------------------------------------------------------------ configs
 
 
 @dataclasses.dataclass(frozen=True)
-class SampleConfig:
+class SampleConfig(SamplingBlock):
     """`scorealign sample`: k completions per prompt from a model, written as JSONL."""
 
     model: str = ""  # causal LM to sample from: local path (e.g. a run's final/ dir) or hub id (required)
-    trust_remote_code: bool = False  # allow custom modelling code shipped with a model repo
-    dtype: str = "float32"  # float32 | bfloat16 | float16 (half precision needs a GPU)
     dataset: str = "toy"  # prompts: .jsonl/.json/.parquet/.csv, a saved dataset dir, hub id, or 'toy'
     dataset_split: str = "train"  # split to read from a hub dataset or dataset dir
     prompt_field: str = "prompt"  # column holding the prompt (a string or chat messages)
     k: int = 4  # completions sampled per prompt
-    max_prompt_tokens: int = 256  # longer prompts keep their last tokens
     max_new_tokens: int = 64  # completion length limit (rows that hit it have truncated=true)
-    temperature: float = 1.0  # sampling temperature
-    top_p: float = 1.0  # nucleus sampling threshold
     batch_size: int = 16  # prompts per generation call (batch = batch_size * k sequences)
-    seed: int = 0  # seeds the per-prompt sampling uniforms (and the 'toy' prompts)
     output: str = "samples.jsonl"  # output JSONL file
 
     def __post_init__(self):
+        super().__post_init__()
         if not self.model:
             raise ConfigError("model: required (a local model directory or hub id)")
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ConfigError(f"dtype={self.dtype!r}: choose one of float32, bfloat16, float16")
-        for key in ("k", "max_prompt_tokens", "max_new_tokens", "batch_size"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key}={getattr(self, key)}: must be >= 1")
-        if self.temperature <= 0 or not 0 < self.top_p <= 1:
-            raise ConfigError("temperature must be > 0 and top_p in (0, 1]")
+        if self.k < 1:
+            raise ConfigError(f"k={self.k}: must be >= 1")
 
 
 @dataclasses.dataclass(frozen=True)
-class ScoreConfig:
+class ScoreConfig(RewardBlock):
     """`scorealign score`: add `score` from reward sources to prompt/completion rows."""
 
     dataset: str = ""  # rows with prompt + completion (or messages): .jsonl/.json/.parquet/.csv, dir or hub id (required)
     dataset_split: str = "train"  # split to read from a hub dataset or dataset dir
-    rewards: tuple[str, ...] = ("builtin:count:yes",)  # py:mod:fn | file:path.py:fn | model:path | builtin:name[:arg]
-    reward_weights: tuple[float, ...] | None = None  # one weight per reward source (default 1.0 each)
-    on_reward_error: str = "fail"  # fail | skip (rows whose reward fails or is not finite are left out)
-    reward_sandbox: bool = True  # py:/file: rewards run in a worker process (README, Reward sources)
-    reward_timeout: float = 60.0  # seconds per reward call before the worker is stopped
-    reward_memory_mb: int = 4096  # address-space limit of the reward worker (0: none)
     batch_size: int = 64  # rows per reward call
     output: str = "scored.jsonl"  # output JSONL in the long format of offline CoPG (prompt, completion, score)
 
     def __post_init__(self):
+        super().__post_init__()
         if not self.dataset:
             raise ConfigError("dataset: required (rows with prompt and completion)")
-        if self.on_reward_error not in ("fail", "skip"):
-            raise ConfigError(f"on_reward_error={self.on_reward_error!r}: choose one of fail, skip")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size={self.batch_size}: must be >= 1")
-        if self.reward_weights is not None and len(self.reward_weights) != len(self.rewards):
-            raise ConfigError(f"reward_weights has {len(self.reward_weights)} entries for "
-                              f"{len(self.rewards)} reward sources")
-
-
-# ------------------------------------------------------------------------------------ shared
 
 
 # ------------------------------------------------------------------------------------ sample
@@ -115,10 +91,7 @@ def run_sample(cfg: SampleConfig) -> Path:
 def run_score(cfg: ScoreConfig, reward=None) -> Path:
     """Score ``cfg.dataset`` with ``reward`` (default: ``cfg.rewards``); write ``cfg.output``."""
     rows = load_sft(cfg.dataset, cfg.dataset_split)   # prompt + completion, validated per row
-    weights = list(cfg.reward_weights) if cfg.reward_weights is not None else None
-    sandbox = (SandboxLimits(cfg.reward_timeout, cfg.reward_memory_mb) if cfg.reward_sandbox
-               else None)
-    source = reward or rewards_from_specs(list(cfg.rewards), weights, sandbox)
+    source = reward or rewards_from_config(cfg)
     t0 = time.perf_counter()
     out, skipped = score_rows(source, rows, cfg.batch_size, cfg.on_reward_error)
     write_jsonl(cfg.output, out)

@@ -31,18 +31,25 @@ from typing import Any, Callable
 
 import torch
 
-from ..core.config import config_from_argv, to_dict
+from ..core.config import (
+    RewardSourcesBlock,
+    SamplingBlock,
+    SandboxBlock,
+    config_from_argv,
+    to_dict,
+)
+from ..core.models import load_pretrained
 from ..data.formats import Row, load_prompts, row_location, write_jsonl
-from ..errors import ConfigError, DataError
-from ..eval.judge import _load_local
+from ..errors import ConfigError, DataError, one_line
 from ..rewards.language import LanguageFidelity, normalize_language
-from ..rewards.sources import _one_line, reward_from_spec, rewards_from_specs, score_rows
+from ..rewards.sandbox import DEFAULT_LIMITS, sandbox_limits
+from ..rewards.sources import load_user_function, rewards_from_config, score_rows
 
 STRATEGIES = ("direct", "translate")
 
 
 @dataclasses.dataclass(frozen=True)
-class SynthConfig:
+class SynthConfig(SandboxBlock, RewardSourcesBlock, SamplingBlock):
     """`scorealign synth-prefs`: translate prompts, sample several policies, keep gated pairs."""
 
     prompts: str = ""  # source-language prompt rows (.jsonl/.json/.parquet/.csv, dir or hub id; string prompts)
@@ -52,24 +59,18 @@ class SynthConfig:
     translator: str = ""  # py:mod:fn | file:path.py:fn (translate(texts, src, tgt) -> list[str]) | seq2seq:PATH ({src}/{tgt} filled in)
     policies: tuple[str, ...] = ()  # two or more direct:MODEL (answers the translated prompt) | translate:MODEL (answer translated)
     rewards: tuple[str, ...] = ()  # score sources: py:mod:fn | file:path.py:fn | model:path | builtin:name[:arg]
-    reward_weights: tuple[float, ...] | None = None  # one weight per reward source (default 1.0 each)
     language_gate: bool = True  # drop candidates not judged to be in the target language
     allow_undetermined: bool = False  # let candidates too short to judge pass the gate
     min_words: int = 3  # fewer words than this: the language is undetermined
     min_margin: float = 0.0  # keep a pair when score(chosen) - score(rejected) >= min_margin (and > 0)
     source_dataset: str = ""  # provenance: name of the source data (default: the prompts path)
     license: str = "unknown"  # provenance: licence tag of the source data, copied into every row
-    trust_remote_code: bool = False  # allow custom modelling code shipped with a model repo
-    dtype: str = "float32"  # float32 | bfloat16 | float16 (half precision needs a GPU)
-    max_prompt_tokens: int = 256  # longer prompts keep their last tokens
     max_new_tokens: int = 128  # completion (and translation) length limit
-    temperature: float = 1.0  # sampling temperature
-    top_p: float = 1.0  # nucleus sampling threshold
     batch_size: int = 16  # prompts per generation / translation / reward call
-    seed: int = 0  # seeds the per-prompt sampling uniforms
     output: str = "prefs.jsonl"  # TRL preference JSONL: prompt, chosen, rejected + provenance fields
 
     def __post_init__(self):
+        super().__post_init__()
         for key in ("prompts", "translator", "rewards"):
             if not getattr(self, key):
                 raise ConfigError(f"{key}: required")
@@ -85,8 +86,6 @@ class SynthConfig:
                 [normalize_language(v) for v in ([values] if isinstance(values, str) else values)]
             except ValueError as e:
                 raise ConfigError(f"{key}: {e}") from None
-        if self.batch_size < 1 or self.max_new_tokens < 1:
-            raise ConfigError("batch_size and max_new_tokens must be >= 1")
 
 
 # ------------------------------------------------------------------------------ translators
@@ -106,8 +105,9 @@ class Seq2SeqTranslator:
 
         path = self.path.replace("{src}", source_lang).replace("{tgt}", target_lang)
         if path not in self._loaded:
-            self._loaded[path] = _load_local(path, AutoModelForSeq2SeqLM, self.trust_remote_code,
-                                             "translation model")
+            model, tokenizer = load_pretrained(AutoModelForSeq2SeqLM, path, "translation model",
+                                               self.trust_remote_code)
+            self._loaded[path] = model.eval(), tokenizer
         model, tokenizer = self._loaded[path]
         out = []
         with torch.inference_mode():
@@ -128,7 +128,7 @@ def translator_from_spec(spec: str, cfg: SynthConfig | None = None) -> Callable[
     if not spec.startswith(("py:", "file:")):
         raise ConfigError(f"unknown translator {spec!r}; use py:mod:fn, file:path.py:fn or "
                           "seq2seq:PATH")
-    source = reward_from_spec(spec)                      # the py:/file: loader shared with rewards
+    source = load_user_function(spec, sandbox_limits(cfg) if cfg else DEFAULT_LIMITS)
     return CallableTranslator(source.fn, source.name)
 
 
@@ -151,7 +151,7 @@ def translate(translator, texts: list[str], source: str, target: str) -> list[st
     try:
         out = translator(list(texts), source, target)
     except Exception as e:
-        raise ConfigError(f"translator {name!r} raised {_one_line(e)} ({source}->{target})") from e
+        raise ConfigError(f"translator {name!r} raised {one_line(e)} ({source}->{target})") from e
     if not isinstance(out, (list, tuple)) or len(out) != len(texts) or not all(
             isinstance(t, str) for t in out):
         raise ConfigError(f"translator {name!r} must return {len(texts)} strings ({source}->{target})")
@@ -254,8 +254,7 @@ def run_synth_prefs(cfg: SynthConfig, translator=None, reward=None) -> tuple[Pat
         if not isinstance(row["prompt"], str):
             raise DataError(f"{row_location(row)}: field '{cfg.prompt_field}' must be a string "
                             "(chat prompts are not translated)")
-    weights = list(cfg.reward_weights) if cfg.reward_weights is not None else None
-    reward = reward or rewards_from_specs(list(cfg.rewards), weights)
+    reward = reward or rewards_from_config(cfg)
     translator = translator or translator_from_spec(cfg.translator, cfg)
     candidates = candidates_for(cfg, rows, translator)                                  # 1-2
     scores = [r["score"] for r in score_rows(reward, candidates, cfg.batch_size, "fail")[0]]  # 3

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..core.checkpoint import atomic_write_text
+from ..core.io import atomic_write_text
 from ..data.formats import load_rows, write_jsonl
 from ..eval.reports import markdown_table
 from ..train.config import TrainConfig

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, RewardError
+from ..errors import ConfigError, RemoteError, RewardError, one_line
 
 
 @dataclass(frozen=True)
@@ -48,20 +48,16 @@ class SandboxLimits:
 DEFAULT_LIMITS = SandboxLimits()
 
 
-class RemoteError(Exception):
-    """An exception raised inside the worker; the message is its ``Type: text``."""
+def sandbox_limits(cfg) -> SandboxLimits | None:
+    """The limits of a config's sandbox block (``reward_sandbox``, ``reward_timeout``,
+    ``reward_memory_mb``); None when ``reward_sandbox`` is off (user code runs in-process)."""
+    if not cfg.reward_sandbox:
+        return None
+    return SandboxLimits(cfg.reward_timeout, cfg.reward_memory_mb)
 
 
 class SandboxTimeout(RewardError):
     """The worker did not answer within ``timeout_s`` and was stopped."""
-
-
-def one_line(exc: BaseException, limit: int = 300) -> str:
-    """``Type: message`` of an exception, collapsed to one line and cut to ``limit`` chars."""
-    text = " ".join(str(exc).split())
-    if not isinstance(exc, RemoteError):
-        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ----------------------------------------------------------------------------- loading user code

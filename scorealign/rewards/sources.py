@@ -9,7 +9,6 @@ and raises :class:`~scorealign.errors.RewardError` naming the source and the row
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from ..data.formats import Row, completion_text, row_fields
-from ..errors import ConfigError, RewardError
+from ..errors import ConfigError, RewardError, one_line
+from .classifier import ModelReward
 from .sandbox import (
     DEFAULT_LIMITS,
     SandboxedFunction,
@@ -27,10 +27,8 @@ from .sandbox import (
     get_function,
     load_file_module,
     load_function,
-    one_line,
+    sandbox_limits,
 )
-
-logger = logging.getLogger(__name__)
 
 SPEC_FORMS = ("py:package.module:function", "file:path/to/rewards.py:function",
               "model:path_or_hub_id", "builtin:name[:arg]")
@@ -48,9 +46,6 @@ class RewardSource(Protocol):
 
 class _BadReturn(RewardError):
     """A source returned something other than one number per completion (never retried)."""
-
-
-_one_line = one_line   # shared with judge.py and synth.py
 
 
 class CallableReward:
@@ -83,108 +78,6 @@ class FileReward(CallableReward):
 def _import_function(target: str) -> CallableReward:
     """``package.module:function`` imported by dotted name, in this process, and wrapped."""
     return CallableReward(load_function(f"py:{target}"))
-
-
-def _looks_local(path: str) -> bool:
-    """True when ``path`` is meant as a local path rather than a hub id."""
-    return (Path(path).expanduser().exists() or Path(path).is_absolute()
-            or path.startswith(("./", "../", "~", ".\\", "..\\")) or path.count("/") > 1)
-
-
-def set_right_padding(tokenizer, model, name: str) -> None:
-    """Right padding with the pad token (EOS when there is none), told to the model's config, so a
-    sequence classifier reads its score at the last real token."""
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise ConfigError(f"reward model {name}: tokenizer has no pad or eos token")
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "right"
-    model.config.pad_token_id = tokenizer.pad_token_id
-
-
-def reward_text(tokenizer, prompt: str | list[dict],
-                completion: str | list[dict]) -> tuple[str, bool]:
-    """The text a reward model scores for (prompt, completion), and whether to add special tokens.
-
-    A string prompt is followed by the completion; a chat prompt gets the completion as an
-    assistant turn (a completion given as messages is appended as is) and is rendered with the
-    chat template, or joined with newlines when the tokenizer has none. Reward-model training
-    (``reward_model.py``) and scoring use this one rule, so both see the same strings.
-    """
-    if isinstance(prompt, str):
-        return prompt + completion, True
-    tail = completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
-    messages = list(prompt) + list(tail)
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False), False  # template adds specials
-    return "\n".join(str(m["content"]) for m in messages), True
-
-
-class ModelReward:
-    """A Hugging Face sequence-classification model; score = ``logits[:, 0]`` of prompt+completion.
-
-    Models are expected to have ``num_labels == 1``; with more labels the first logit is used.
-    """
-
-    def __init__(self, path_or_id: str, batch_size: int = 16, device: str = "cpu",
-                 trust_remote_code: bool = False, max_length: int | None = None) -> None:
-        if batch_size < 1:
-            raise ConfigError(f"reward model batch_size must be >= 1, got {batch_size}")
-        self.path = str(path_or_id)
-        self.name = f"model:{self.path}"
-        self.batch_size, self.device, self.max_length = batch_size, device, max_length
-        self.model, self.tokenizer = self._load(trust_remote_code)
-
-    def _load(self, trust_remote_code: bool) -> tuple[Any, Any]:
-        """Load model and tokenizer; any failure becomes a one-line ConfigError naming the path."""
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        local = Path(self.path).expanduser()
-        if _looks_local(self.path) and not local.exists():
-            raise ConfigError(f"reward model not found: {self.path!r} (no such directory)")
-        kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-        if local.is_dir() and any(local.glob("*.safetensors")):
-            kwargs["use_safetensors"] = True
-        src = str(local) if local.exists() else self.path
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
-            model = AutoModelForSequenceClassification.from_pretrained(src, **kwargs)
-        except Exception as e:
-            raise ConfigError(f"cannot load reward model {self.path!r}: {_one_line(e)}") from e
-        if getattr(model.config, "num_labels", 1) != 1:
-            logger.warning("reward model %r has num_labels=%s; using logits[:, 0]",
-                           self.path, model.config.num_labels)
-        set_right_padding(tokenizer, model, repr(self.path))
-        model.to(self.device).eval()
-        return model, tokenizer
-
-    def format_text(self, prompt: str | list[dict], completion: str) -> tuple[str, bool]:
-        """The text scored for one row, and whether the tokenizer should add special tokens."""
-        return reward_text(self.tokenizer, prompt, completion)
-
-    def _encode(self, prompt: str | list[dict], completion: str) -> dict[str, list[int]]:
-        """Token ids of one row, unpadded (truncated to ``max_length`` when set)."""
-        text, special = self.format_text(prompt, completion)
-        trunc = self.max_length is not None
-        enc = self.tokenizer(text, add_special_tokens=special, truncation=trunc,
-                             max_length=self.max_length)
-        return {"input_ids": list(enc["input_ids"])}
-
-    def __call__(self, prompts: list, completions: list[str], **row_fields: list) -> list[float]:
-        scores: list[float] = []
-        with torch.inference_mode():
-            for start in range(0, len(completions), self.batch_size):
-                rows = [self._encode(p, c) for p, c in zip(
-                    prompts[start:start + self.batch_size],
-                    completions[start:start + self.batch_size])]
-                batch = self.tokenizer.pad(rows, padding=True, return_tensors="pt")
-                batch = {k: v.to(self.device) for k, v in batch.items()}
-                logits = self.model(**batch).logits
-                scores.extend(logits[:, 0].float().cpu().tolist())
-        return scores
-
-    def __repr__(self) -> str:
-        return f"ModelReward({self.path!r})"
 
 
 def _check_scores(name: str, result: Any, n: int) -> list[float]:
@@ -303,6 +196,23 @@ def reward_from_spec(spec: str, sandbox: SandboxLimits | None = DEFAULT_LIMITS,
     return BUILTIN_REWARDS[name](arg)
 
 
+def load_user_function(spec: str, limits: SandboxLimits | None = DEFAULT_LIMITS) -> RewardSource:
+    """The callable of a ``py:``/``file:`` spec (harm judges, refusal detectors, translators),
+    with a ``name``; in a sandboxed worker under ``limits`` (``None``: in this process). Its
+    ``fn`` takes the caller's own arguments (JSON ones through the sandbox)."""
+    if not str(spec).startswith(("py:", "file:")):
+        raise ConfigError(f"{spec!r}: user code is named py:package.module:function or "
+                          "file:path/to/code.py:function")
+    return reward_from_spec(spec, limits)
+
+
+def rewards_from_config(cfg, **model_kwargs: Any) -> RewardSource:
+    """The summed reward sources of a config with a reward block (``rewards``, ``reward_weights``
+    and the sandbox settings)."""
+    weights = list(cfg.reward_weights) if cfg.reward_weights is not None else None
+    return rewards_from_specs(list(cfg.rewards), weights, sandbox_limits(cfg), **model_kwargs)
+
+
 def rewards_from_specs(specs: list[str], weights: list[float] | None = None,
                        sandbox: SandboxLimits | None = DEFAULT_LIMITS,
                        **model_kwargs: Any) -> RewardSource:
@@ -351,7 +261,7 @@ def score_batch(source: RewardSource, prompts: list, completions: list[str],
         scores, valid = [0.0] * n, [False] * n      # no row-by-row retry: each could time out
     except Exception as e:
         if on_error == "fail":
-            raise RewardError(f"reward source {name!r} raised {_one_line(e)}") from e
+            raise RewardError(f"reward source {name!r} raised {one_line(e)}") from e
         for i in range(n):
             try:
                 result = source([prompts[i]], [completions[i]], **_rows(fields, i))

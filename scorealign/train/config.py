@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..core.config import Block, RewardBlock
 from ..errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """`scorealign train`: alignment on one shared loop: online (pg, reinforce, rloo, ppo, raft,
-    copg), offline or mixed (copg), from preference pairs (dpo, ipo) or demonstrations (sft)."""
+class TrainModelsData(Block):
+    """`scorealign train`'s models and data: the fields before its reward block."""
 
     # --- models
     model: str = "tiny"  # policy: local path or hub id; 'tiny' builds a random tiny Llama in the run dir
@@ -26,13 +26,16 @@ class TrainConfig:
     dataset_split: str = "train"  # split to read from a hub dataset or dataset dir
     prompt_field: str = "prompt"  # column holding the prompt (a string or chat messages)
     max_prompt_tokens: int = 256  # longer prompts keep their last tokens
-    # --- reward
-    rewards: tuple[str, ...] = ("builtin:count:yes",)  # py:mod:fn | file:path.py:fn | model:path | builtin:name[:arg]
-    reward_weights: tuple[float, ...] | None = None  # one weight per reward source (default 1.0 each)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(RewardBlock, TrainModelsData):
+    """`scorealign train`: alignment on one shared loop: online (pg, reinforce, rloo, ppo, raft,
+    copg), offline or mixed (copg), from preference pairs (dpo, ipo) or demonstrations (sft)."""
+
+    # Field order: TrainModelsData (models, data), RewardBlock (core.config: rewards,
+    # reward_weights, on_reward_error, reward_sandbox, reward_timeout, reward_memory_mb), then:
     on_reward_error: str = "fail"  # fail | skip (skipped rows drop their prompt's group this step)
-    reward_sandbox: bool = True  # py:/file: rewards run in a worker process with the limits below (README, Reward sources)
-    reward_timeout: float = 60.0  # seconds per reward call before the worker is stopped
-    reward_memory_mb: int = 4096  # address-space limit of the reward worker (0: none)
     # --- algorithm
     algo: str = "rloo"  # pg | reinforce | rloo | ppo | raft | copg | dpo | ipo | sft
     k: int = 4  # completions per prompt (rloo, copg: k >= 2; raft: k > raft_top_m; dpo, ipo: always 2; sft: 1)
