@@ -22,11 +22,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from ..errors import ConfigError
+from .io import atomic_dir
 
 # alias -> (Python package holding the file, file name, hub id to fall back to)
 EMBEDDED = {
@@ -84,25 +83,16 @@ def file_digest(path: Path) -> str:
 
 def cached_folder(path: Path) -> Path:
     """The dequantised model folder of GGUF file ``path``, converted on first use. The folder
-    is written under a temporary name and renamed into place, so a crash or a second process
-    converting the same file never leaves a half-written cache entry behind."""
+    is written under a temporary name and renamed into place (``io.atomic_dir``), so a crash
+    never leaves a half-written cache entry behind."""
     out = cache_root() / f"{path.stem}-{file_digest(path)[:16]}"
     if (out / "config.json").is_file():
         return out
     if importlib.util.find_spec("gguf") is None:
         raise ConfigError(f"model '{path}': reading GGUF files needs the gguf package "
                           "(pip install gguf)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         convert(path, tmp)
-        try:
-            os.replace(tmp, out)
-        except OSError:                       # another process converted it first
-            if not (out / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, one_line
+from . import gguf
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -32,9 +33,10 @@ def quiet_transformers() -> None:
 
 
 def resolve_model_path(name: str, run_dir: Path, seed: int, is_main: bool) -> str:
-    """'tiny' -> a random tiny Llama built (once) in ``run_dir/base_model``; else ``name``."""
+    """'tiny' -> a random tiny Llama built (once) in ``run_dir/base_model``; an embedded alias
+    or a ``.gguf`` file -> its dequantised cache folder (``gguf.resolve``); else ``name``."""
     if name != "tiny":
-        return name
+        return gguf.resolve(name)
     from .tiny import build_tiny_model
 
     path = run_dir / "base_model"
@@ -57,21 +59,43 @@ def load_pretrained(auto_cls, path: str, what: str, trust_remote_code: bool = Fa
     A local-looking ``path`` that does not exist, and any failure to load, is a one-line
     ConfigError naming ``what`` and ``path``. ``kwargs`` go to the model's ``from_pretrained``.
     """
-    from transformers import AutoTokenizer
+    src = checked_source(path, what)
+    local = Path(src)
+    if local.is_dir() and any(local.glob("*.safetensors")):
+        kwargs.setdefault("use_safetensors", True)
+    tok = load_tokenizer(path, what, trust_remote_code) if tokenizer else None
+    try:
+        model = auto_cls.from_pretrained(src, trust_remote_code=trust_remote_code, **kwargs)
+    except Exception as e:
+        raise ConfigError(f"cannot load {what} {path!r}: {one_line(e)}{hub_hint(path)}") from e
+    return model, tok
 
+
+def checked_source(path: str, what: str = "model") -> str:
+    """What ``from_pretrained`` should read for ``path``: a local folder (checked to exist), the
+    cache folder of an embedded alias or ``.gguf`` file, or a hub id."""
     local = Path(path).expanduser()
     if looks_local(path) and not local.exists():
         raise ConfigError(f"{what} not found: {path!r} (no such directory)")
-    if local.is_dir() and any(local.glob("*.safetensors")):
-        kwargs.setdefault("use_safetensors", True)
-    src = str(local) if local.exists() else path
+    return str(local) if local.exists() and not path.endswith(".gguf") else gguf.resolve(path)
+
+
+def load_tokenizer(path: str, what: str = "model", trust_remote_code: bool = False):
+    """The tokenizer (with its chat template) of the model ``path``; a missing or unreadable
+    one is a one-line ConfigError naming ``what`` and ``path``."""
+    from transformers import AutoTokenizer
+
+    src = checked_source(path, what)
     try:
-        tok = (AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
-               if tokenizer else None)
-        model = auto_cls.from_pretrained(src, trust_remote_code=trust_remote_code, **kwargs)
+        return AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
     except Exception as e:
-        raise ConfigError(f"cannot load {what} {path!r}: {one_line(e)}") from e
-    return model, tok
+        raise ConfigError(f"cannot load the tokenizer of {what} {path!r}: {one_line(e)}"
+                          f"{hub_hint(path)}") from e
+
+
+def hub_hint(path: str) -> str:
+    hint = gguf.missing_hint(path)
+    return f" ({hint})" if hint else ""
 
 
 def disable_dropout(model):
@@ -103,12 +127,10 @@ def load_models(cfg, run_dir: Path, accelerator, policy_path: Path | None = None
     ``policy_path`` (a checkpoint's ``model/`` on resume) overrides where the policy is read from;
     the reference always comes from ``cfg.ref_model`` or the initial ``cfg.model``.
     """
-    from transformers import AutoTokenizer
-
     quiet_transformers()
     path = resolve_model_path(cfg.model, run_dir, cfg.seed, accelerator.is_main_process)
     accelerator.wait_for_everyone()
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+    tokenizer = load_tokenizer(path, "model", cfg.trust_remote_code)
     if cfg.lora_r:                    # one resident copy: pi_ref is the policy, adapter off
         policy = with_lora(load_causal_lm(path, cfg, trainable=False), cfg, policy_path)
         ref_model = (AdapterDisabled(policy) if cfg.ref_model is None else
