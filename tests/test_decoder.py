@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from scorealign.engine import rollout
-from scorealign.engine.decoder import supports
+from scorealign.engine.decoder import lean_decoder_accepts as supports
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])

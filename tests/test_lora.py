@@ -68,7 +68,7 @@ def test_lean_decoder_samples_lora_policy_like_transformers(tiny_model_dir, tmp_
 
     from scorealign.core.models import load_models
     from scorealign.engine import packing, rollout
-    from scorealign.engine.decoder import supports
+    from scorealign.engine.decoder import lean_decoder_accepts as supports
 
     model = tiny_model_dir("llama")
     cfg = TrainConfig(model=model, lora_r=4, output_dir=str(tmp_path))

@@ -13,15 +13,10 @@ import torch.nn.functional as F
 
 from ..core.batch import Rollout
 from .decoder import LeanDecoder
-from .forward import lean_logprobs
-from .packing import accepts_logits_to_keep, logprobs_at, packed_logprobs
+from .logprobs import completion_logprobs
+from .tensors import pad_rows, position_ids
 
 Tensor = torch.Tensor
-
-
-def position_ids(mask: Tensor) -> Tensor:
-    """Positions that skip left padding: [B, L] mask -> [B, L] (0 at the first real token)."""
-    return (mask.long().cumsum(1) - 1).clamp(min=0)
 
 
 def tokenize_prompts(tokenizer, texts: list[str], max_prompt_tokens: int,
@@ -30,17 +25,6 @@ def tokenize_prompts(tokenizer, texts: list[str], max_prompt_tokens: int,
     rows = [tokenizer(t, add_special_tokens=a)["input_ids"][-max_prompt_tokens:]
             for t, a in zip(texts, add_special_tokens)]
     return pad_rows(rows, pad_token_id(tokenizer), left=True)
-
-
-def pad_rows(rows: list[list[int]], value: int, left: bool) -> tuple[Tensor, Tensor]:
-    """Ragged id lists -> ([n, width] ids, [n, width] mask), padded on the left or right."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), value, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        cols = slice(width - len(r), width) if left else slice(0, len(r))
-        ids[i, cols], mask[i, cols] = torch.tensor(r, dtype=torch.long), 1
-    return ids, mask
 
 
 def pad_token_id(tokenizer) -> int:
@@ -132,30 +116,6 @@ def sample(model, prompt_ids: Tensor, prompt_mask: Tensor, uniforms: Tensor, eos
     completion_mask = alive_steps[:, :n].long()                               # [B, C]
     n_tokens = completion_mask.sum(1).clamp(min=1)
     return tokens[:, :n], completion_mask, logps[:, :n], ~done, entropies / n_tokens
-
-
-def completion_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
-                        completion_mask: Tensor, temperature: float = 1.0, pack: bool = True
-                        ) -> Tensor:
-    """Per-token log pi(y_t | x, y_<t) of the completion tokens, one forward pass.
-
-    [B, P], [B, P], [B, C], [B, C] -> [B, C] (0 on padding). Gradients flow if enabled.
-    Llama-family models run every distinct token once, unpadded (``forward.py``); other
-    architectures run adjacent rows with the same prompt as one packed row (``packing.py``) where
-    they support it and it saves arithmetic; ``pack=False`` forces one padded row per completion
-    through the transformers forward.
-    """
-    for path in (lean_logprobs, packed_logprobs) if pack else ():
-        out = path(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature)
-        if out is not None:
-            return out
-    ids = torch.cat([prompt_ids, completion_ids], 1)                    # [B, P + C]
-    mask = torch.cat([prompt_mask, completion_mask], 1)
-    C = completion_ids.shape[1]
-    keep = {"logits_to_keep": C + 1} if accepts_logits_to_keep(model) else {}   # LM head on C + 1
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), **keep).logits
-    logits = logits[:, -C - 1:-1].float() / temperature                # [B, C, V]
-    return logprobs_at(logits, completion_ids) * completion_mask
 
 
 def generate_rollout(policy, ref_model, tokenizer, prompts: list, texts: list[str], k: int,
