@@ -5,9 +5,9 @@ dataset from a model and a reward source:
     scorealign sample sample.yaml     # rows: prompt, completion, sample_index, truncated, ...
     scorealign score score.yaml       # rows: prompt, completion, score, ... (data.load_scored)
 
-Sampling uses the training sampler (``rollout.sample``) with uniforms seeded per PROMPT ROW
-(``seed``, row index), so a prompt's k samples do not depend on ``batch_size`` or on the other
-prompts of its batch. Outputs are written atomically (a temporary file renamed into place).
+Sampling uses the training sampler (``engine.generate.sample_rows``, over ``sample_prompts``)
+with uniforms seeded per PROMPT ROW (``seed``, row index), so a prompt's k samples do not depend
+on ``batch_size`` or on the other prompts of its batch. Outputs are written atomically (a temporary file renamed into place).
 """
 
 from __future__ import annotations
