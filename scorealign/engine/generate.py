@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import torch
 
+from ..core import seeding
 from ..core.models import load_causal_lm, quiet_transformers
 from ..data.formats import Row, completion_text, prompt_texts
 from .generation import sample
@@ -120,7 +121,7 @@ SAMPLE_FIELDS = ("prompt", "completion", "sample_index", "truncated")  # win ove
 
 def row_uniforms(seed: int, row_index: int, k: int, max_new_tokens: int) -> Tensor:
     """Sampling uniforms of one prompt row, [k, max_new_tokens], from its own seeded stream."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + row_index)
+    gen = seeding.generator(seed, "sample_rows", row_index)
     return torch.rand(k, max_new_tokens, generator=gen)
 
 

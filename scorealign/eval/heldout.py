@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from ..core import seeding
 from ..data.formats import row_fields
 from ..engine.generate import sample_prompts
 from ..rewards.sources import score_batch
@@ -18,9 +19,9 @@ from ..rewards.sources import score_batch
 
 def heldout_uniforms(seed: int, indices: list[int], max_new_tokens: int) -> torch.Tensor:
     """The fixed sampling uniforms of eval prompts ``indices``: [n, max_new_tokens], one stream
-    per prompt index."""
-    return torch.stack([torch.rand(max_new_tokens, generator=torch.Generator()
-                                   .manual_seed(seed * 15485863 + i)) for i in indices])
+    per prompt index (``seeding``: "heldout")."""
+    return torch.stack([torch.rand(max_new_tokens, generator=seeding.generator(seed, "heldout", i))
+                        for i in indices])
 
 
 @torch.no_grad()
