@@ -69,9 +69,9 @@ def run_ours(spec: dict) -> dict:
 
     base_rss, sampling = rss_now_mb(), []
     if spec.get("split"):
-        import scorealign.engine.rollout
+        import scorealign.engine.generate
 
-        time_calls(scorealign.engine.rollout, "sample", sampling)
+        time_calls(scorealign.engine.generate, "sample", sampling)
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig(model=spec["model"], dataset="toy", algo="rloo", k=spec["k"],
                           beta=spec["beta"], max_new_tokens=spec["max_new"], steps=spec["steps"],

@@ -4,9 +4,9 @@
     python benchmarks/step_split.py --trl-python /tmp/trlvenv/bin/python            # 1M, ~1 min
     python benchmarks/step_split.py --sizes 1M 20M --repeats 3 --trl-python ...
 
-Sampling is the time inside ``scorealign.engine.rollout.sample`` (ours) or ``model.generate`` (TRL);
-the rest is the step minus that: reference log-probs, reward, forward/backward, optimizer (and,
-for TRL, its extra "old log-probs" forward). Medians over steps 2..N of each run
+Sampling is the time inside ``scorealign.engine.generation.sample`` (ours) or ``model.generate``
+(TRL); the rest is the step minus that: reference log-probs, reward, forward/backward, optimizer
+(and, for TRL, its extra "old log-probs" forward). Medians over steps 2..N of each run
 (``bench_vs_trl.split_times``), the run with the median step of ``--repeats`` interleaved runs
 (``bench_vs_trl.run_interleaved``). The last figure, TRL's step over our step WITHOUT its
 sampling, is the ratio we would reach with a sampler that costs nothing: the ceiling on what a

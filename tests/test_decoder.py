@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from scorealign.engine import rollout
-from scorealign.engine.decoder import supports
+from scorealign.engine.decoder import lean_decoder_accepts as supports
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
@@ -19,7 +19,7 @@ def test_lean_decoder_matches_transformers(arch, tiny_model_dir, monkeypatch):
     u = torch.rand(4, 12, generator=torch.Generator().manual_seed(0))
     args = (model, ids, mask, u, rollout.eos_token_ids(tok, model), rollout.pad_token_id(tok))
     lean = rollout.sample(*args)
-    monkeypatch.setattr(rollout.LeanDecoder, "build", classmethod(lambda cls, *a: None))
+    monkeypatch.setattr(rollout.LeanGenerator, "accepts", staticmethod(lambda model: False))
     hf = rollout.sample(*args)
     assert torch.equal(lean[0], hf[0]) and torch.equal(lean[1], hf[1])      # same tokens
     assert torch.allclose(lean[2], hf[2], atol=1e-5)                        # same log-probs
@@ -53,7 +53,7 @@ def test_shared_prompts_prefilled_once_same_samples(tiny_model_dir, monkeypatch)
                         lambda self, x, *a, **kw: seen.append(x.shape[0]) or real(self, x, *a, **kw))
     lean = rollout.sample(*args)
     assert seen[0] == 2                                                     # prefill: 2 prompts
-    monkeypatch.setattr(rollout.LeanDecoder, "build", classmethod(lambda cls, *a: None))
+    monkeypatch.setattr(rollout.LeanGenerator, "accepts", staticmethod(lambda model: False))
     hf = rollout.sample(*args)
     assert torch.equal(lean[0], hf[0]) and torch.allclose(lean[2], hf[2], atol=1e-5)
 
@@ -100,7 +100,7 @@ def test_onednn_packed_weights_sample_the_same(tiny_model_dir, monkeypatch):
     monkeypatch.setattr(decoder, "ONEDNN_MIN_WEIGHT", 2**18)
     rollout.sample(*args)
     assert all(lin.packed is None for lin in built[1].qkv + built[1].gate_up)   # tiny: plain
-    monkeypatch.setattr(rollout.LeanDecoder, "build", classmethod(lambda cls, *a: None))
+    monkeypatch.setattr(rollout.LeanGenerator, "accepts", staticmethod(lambda model: False))
     hf = rollout.sample(*args)
     assert torch.equal(packed[0], hf[0]) and torch.equal(packed[1], hf[1])
     assert torch.allclose(packed[2], hf[2], atol=1e-5)

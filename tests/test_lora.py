@@ -68,7 +68,7 @@ def test_lean_decoder_samples_lora_policy_like_transformers(tiny_model_dir, tmp_
 
     from scorealign.core.models import load_models
     from scorealign.engine import packing, rollout
-    from scorealign.engine.decoder import supports
+    from scorealign.engine.decoder import lean_decoder_accepts as supports
 
     model = tiny_model_dir("llama")
     cfg = TrainConfig(model=model, lora_r=4, output_dir=str(tmp_path))
@@ -84,7 +84,7 @@ def test_lean_decoder_samples_lora_policy_like_transformers(tiny_model_dir, tmp_
     u = torch.rand(4, 10, generator=torch.Generator().manual_seed(0))
     args = (policy, ids, mask, u, rollout.eos_token_ids(tok, policy), rollout.pad_token_id(tok))
     lean = rollout.sample(*args)
-    monkeypatch.setattr(rollout.LeanDecoder, "build", classmethod(lambda cls, *a: None))
+    monkeypatch.setattr(rollout.LeanGenerator, "accepts", staticmethod(lambda model: False))
     hf = rollout.sample(*args)
     assert torch.equal(lean[0], hf[0]) and torch.allclose(lean[2], hf[2], atol=1e-5)
     with torch.no_grad():

@@ -34,7 +34,7 @@ def test_completion_logprobs_packs_without_the_lean_forward(tmp_path, monkeypatc
     monkeypatch.setattr(packing, "pack", lambda *a: calls.append(1) or real(*a))
     completion_logprobs(model, *padded_batch(SHARED))
     assert not calls, "a Llama model should take the lean forward"
-    monkeypatch.setattr(forward, "supports", lambda model: False)
+    monkeypatch.setattr(forward, "lean_forward_accepts", lambda model: False)
     completion_logprobs(model, *padded_batch(SHARED))
     assert calls, "completion_logprobs should take the packed path for shared prompts"
 

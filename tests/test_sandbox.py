@@ -6,8 +6,8 @@ import time
 import pytest
 
 from scorealign.errors import ConfigError, RewardError
-from scorealign.rewards.sandbox import SandboxedFunction, SandboxLimits, SandboxTimeout
 from scorealign.rewards import sources as R
+from scorealign.rewards.sandbox import SandboxedFunction, SandboxLimits, SandboxTimeout
 
 CODE = '''
 import os, time

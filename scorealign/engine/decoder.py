@@ -1,4 +1,5 @@
-"""A lean KV-cached decoder for Llama-family models, used by the sampler (``rollout.sample``).
+"""A lean KV-cached decoder for Llama-family models: the sampler's ``LeanGenerator`` backend
+(``generation.py``).
 
 Why: on CPU, and for small models on any device, one ``model(...)`` decode call of transformers
 spends most of its time in Python (mask construction, cache objects, output containers, hooks),
@@ -12,8 +13,8 @@ never used for log-probs that get gradients) and is checked against the transfor
 Supported: ``LlamaForCausalLM``, ``Qwen2ForCausalLM`` and ``MistralForCausalLM`` (or a peft model
 around one) whose projections are plain ``nn.Linear`` or LoRA layers (adapters folded into the
 weights for the rollout; no DoRA, no quantisation), full attention on every layer and no
-``pretraining_tp``. Anything else returns ``None`` from ``LeanDecoder.build`` and the sampler uses
-the transformers forward.
+``pretraining_tp`` (``lean_decoder_accepts``). Anything else samples through the transformers
+forward (``generation.TransformersGenerator``).
 """
 
 from __future__ import annotations
@@ -24,15 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .packing import prompt_groups
+from .llama import architecture_ok, head_dim, rms_norm, rotary_tables, rotate, unwrap
+from .tensors import prompt_groups
 
 Tensor = torch.Tensor
-SUPPORTED = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
-
-
-def unwrap(model):
-    """The transformers model inside a peft ``PeftModel`` (the model itself otherwise)."""
-    return model.get_base_model() if hasattr(model, "peft_config") else model
 
 
 def linear_weights(m: nn.Module) -> tuple[Tensor, Tensor | None] | None:
@@ -62,20 +58,7 @@ def _linears(model) -> list[nn.Module]:
                       layer.mlp.down_proj)] + [model.lm_head]
 
 
-def architecture_ok(model) -> bool:
-    """True for a Llama/Qwen2/Mistral causal LM (not wrapped) with full attention on every layer
-    and no ``pretraining_tp``: the equations ``LeanDecoder`` and ``forward.py`` implement."""
-    cfg = getattr(model, "config", None)
-    if type(model).__name__ not in SUPPORTED or cfg is None:
-        return False
-    if getattr(cfg, "pretraining_tp", 1) > 1 or getattr(cfg, "use_sliding_window", False):
-        return False
-    if any(t != "full_attention" for t in getattr(cfg, "layer_types", None) or []):
-        return False
-    return not (type(model).__name__ == "MistralForCausalLM" and getattr(cfg, "sliding_window", None))
-
-
-def supports(model) -> bool:
+def lean_decoder_accepts(model) -> bool:
     """True if ``LeanDecoder`` reproduces ``model``'s forward (see the module docstring)."""
     model = unwrap(model)
     return architecture_ok(model) and all(linear_weights(m) is not None for m in _linears(model))
@@ -88,12 +71,6 @@ def _fuse(*linears: nn.Module) -> tuple[Tensor, Tensor | None]:
     if all(b is None for _, b in pairs):
         return weight, None
     return weight, torch.cat([b if b is not None else w.new_zeros(w.shape[0]) for w, b in pairs])
-
-
-def rms_norm(norm: nn.Module, x: Tensor) -> Tensor:
-    """transformers' Llama RMSNorm (normalise in float32, cast back, scale) through F.rms_norm:
-    bit-identical in fp32 and bf16 (checked), fewer Python-level ops than the module."""
-    return norm.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=norm.variance_epsilon).to(x.dtype)
 
 
 # Weights with at least this many elements use oneDNN's blocked layout in the decode steps (CPU,
@@ -148,14 +125,14 @@ class LeanDecoder:
     @classmethod
     def build(cls, model, prompt_mask: Tensor, positions: Tensor, max_slots: int):
         """``positions``: [B, S] rotary position of every cache slot. ``None`` if unsupported."""
-        return cls(model, prompt_mask, positions, max_slots) if supports(model) else None
+        return cls(model, prompt_mask, positions, max_slots) if lean_decoder_accepts(model) else None
 
     def __init__(self, model, prompt_mask: Tensor, positions: Tensor, max_slots: int):
         model = unwrap(model)
         cfg, inner = model.config, model.model
         self.model, self.inner = model, inner
         self.H, self.K = cfg.num_attention_heads, cfg.num_key_value_heads
-        self.d = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.H
+        self.d = head_dim(cfg)
         self.scale = inner.layers[0].self_attn.scaling
         self.act = inner.layers[0].mlp.act_fn
         B, P = prompt_mask.shape
@@ -183,11 +160,8 @@ class LeanDecoder:
         bias = torch.zeros(B, max_slots, dtype=w.dtype, device=w.device)
         bias.masked_fill_(~self.valid, float("-inf"))
         self.bias = bias.repeat_interleave(self.K, 0)[:, None]               # [B * K, 1, S] additive
-        dummy = w.new_zeros(1)
-        cos, sin = inner.rotary_emb(dummy, positions)                         # [B, S, d] each
-        half = self.d // 2   # rotate_half(x) * sin == x.roll(half) * (sin with its first half negated)
-        self.cos, self.sin = cos.unsqueeze(1), torch.cat([-sin[..., :half], sin[..., half:]], -1
-                                                         ).unsqueeze(1)      # [B, 1, S, d]
+        cos, sin = rotary_tables(inner, w.new_zeros(1), positions)            # [B, S, d] each
+        self.cos, self.sin = cos.unsqueeze(1), sin.unsqueeze(1)               # [B, 1, S, d]
 
     def prefill(self, prompt_ids: Tensor) -> Tensor:
         """prompt_ids [B, P] -> next-token logits [B, V] (at the last prompt position).
@@ -224,7 +198,7 @@ class LeanDecoder:
         for i, layer in enumerate(self.inner.layers):
             qkv = self.qkv[i](rms_norm(layer.input_layernorm, x)).view(B, H + 2 * K, d)
             qk = qkv[:, :H + K]
-            qk = qk * cos + qk.roll(d // 2, -1) * sin                         # rotary, q and k at once
+            qk = rotate(qk, cos, sin)                                         # q and k at once
             keys, values = self.k_layers[i], self.v_layers[i]                  # [B, K, S_max, d]
             keys[:, :, slot], values[:, :, slot] = qk[:, H:], qkv[:, H + K:]
             scores = torch.baddbmm(self.bias[:, :, :S], qk[:, :H].reshape(B * K, G, d),
@@ -248,7 +222,7 @@ class LeanDecoder:
         for i, layer in enumerate(self.inner.layers):
             qkv = self.qkv[i](rms_norm(layer.input_layernorm, x))
             qk, v = qkv.view(B, T, H + 2 * K, d).transpose(1, 2).split([H + K, K], dim=1)
-            qk = qk * cos + qk.roll(d // 2, -1) * sin                         # rotary, q and k at once
+            qk = rotate(qk, cos, sin)                                         # q and k at once
             q, k = qk.split([H, K], dim=1)                                    # [G, H, P, d], [G, K, P, d]
             self.k_cache[i, rows, :, :T], self.v_cache[i, rows, :, :T] = k, v
             o = F.scaled_dot_product_attention(q, k.repeat_interleave(H // K, 1),

@@ -1,7 +1,7 @@
 """Completion log-probs through a lean forward of Llama-family models: every token once, no padding.
 
-``rollout.completion_logprobs`` (the training forward/backward and the reference forward) runs
-here when the model is a Llama, Qwen2 or Mistral causal LM (``decoder.architecture_ok``), held as
+``logprobs.completion_logprobs`` (the training forward/backward and the reference forward) runs
+here when the model is a Llama, Qwen2 or Mistral causal LM (``llama.architecture_ok``), held as
 itself or inside a peft model; anything else, and models wrapped for data parallelism (DDP, FSDP,
 DeepSpeed need their own forward to sync gradients), take the transformers forward.
 
@@ -30,13 +30,13 @@ from itertools import pairwise
 import torch
 import torch.nn.functional as F
 
-from .decoder import architecture_ok, rms_norm, unwrap
-from .packing import logprobs_at, prompt_groups
+from .llama import architecture_ok, head_dim, rms_norm, rotary_tables, rotate, unwrap
+from .tensors import logprobs_at, prompt_groups
 
 Tensor = torch.Tensor
 
 
-def supports(model) -> bool:
+def lean_forward_accepts(model) -> bool:
     """True if ``lean_logprobs`` applies: a supported architecture, not wrapped for data
     parallelism (no ``.module``), no gradient checkpointing, and not switched off with the
     environment variable ``SCOREALIGN_LEAN_FORWARD=0`` (transformers' forward everywhere, e.g. to
@@ -91,9 +91,10 @@ def flat_layout(prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
 
 def lean_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
                   completion_mask: Tensor, temperature: float) -> Tensor | None:
-    """``rollout.completion_logprobs`` in the flat layout: [B, P], [B, P], [B, C], [B, C] ->
-    [B, C] (0 on padding); None where it does not apply (``supports``, empty prompts)."""
-    if not supports(model):
+    """``logprobs.completion_logprobs`` in the flat layout: [B, P], [B, P], [B, C], [B, C] ->
+    [B, C] (0 on padding); None where it does not apply (``lean_forward_accepts``, empty
+    prompts)."""
+    if not lean_forward_accepts(model):
         return None
     layout = flat_layout(prompt_ids, prompt_mask, completion_ids, completion_mask)
     if layout is None:
@@ -101,19 +102,17 @@ def lean_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids
     ids, positions, rows, out, pred = layout
     lm = unwrap(model)
     inner, cfg = lm.model, lm.config
-    H, K = cfg.num_attention_heads, cfg.num_key_value_heads
-    d = getattr(cfg, "head_dim", None) or cfg.hidden_size // H
-    (B, L), N, half = rows.shape, ids.shape[0], d // 2
+    H, K, d = cfg.num_attention_heads, cfg.num_key_value_heads, head_dim(cfg)
+    (B, L), N = rows.shape, ids.shape[0]
     x = inner.embed_tokens(ids)                                                # [N, D]
-    cos, sin = inner.rotary_emb(x, positions[None])                          # [1, N, d] each
-    # rotate_half(x) * sin == x.roll(half) * (sin with its first half negated)
-    cos, sin = cos[0, :, None], torch.cat([-sin[..., :half], sin[..., half:]], -1)[0, :, None]
+    cos, sin = rotary_tables(inner, x, positions[None])                      # [1, N, d] each
+    cos, sin = cos[0, :, None], sin[0, :, None]                                # [N, 1, d]
     slots = rows.flatten()                                                     # [B * L]
     for layer in inner.layers:
         a, mlp = layer.self_attn, layer.mlp
         h = rms_norm(layer.input_layernorm, x)
         q, k, v = (proj(h).view(N, -1, d) for proj in (a.q_proj, a.k_proj, a.v_proj))
-        q, k = (t * cos + t.roll(half, -1) * sin for t in (q, k))             # [N, H|K, d]
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)                       # [N, H|K, d]
         q, k, v = (t.flatten(1).index_select(0, slots).view(B, L, -1, d).transpose(1, 2)
                    for t in (q, k, v))                                         # [B, H|K, L, d]
         drop = a.attention_dropout if lm.training else 0.0

@@ -24,6 +24,8 @@ from itertools import pairwise
 
 import torch
 
+from .tensors import logprobs_at, prompt_groups
+
 Tensor = torch.Tensor
 # transformers model types whose decoder builds its mask with ``create_causal_mask`` (a 4D mask
 # is used as given) and takes 2D ``position_ids`` for rotary embeddings.
@@ -55,14 +57,6 @@ def supports_packing(model) -> bool:
             and all(t == "full_attention" for t in getattr(cfg, "layer_types", None) or []))
 
 
-def prompt_groups(prompt_ids: Tensor, prompt_mask: Tensor) -> list[int]:
-    """Start row of every run of adjacent rows with the same prompt, plus the end: [0, ..., B]."""
-    same = ((prompt_ids[1:] == prompt_ids[:-1]) | (prompt_mask[1:] == 0)).all(1) & \
-        (prompt_mask[1:] == prompt_mask[:-1]).all(1)                              # [B - 1]
-    starts = [0] + (torch.nonzero(~same).squeeze(1) + 1).tolist()
-    return starts + [prompt_ids.shape[0]]
-
-
 def layer_cost(cfg, tokens: int, context: int) -> float:
     """Multiply-adds of one decoder layer for ``tokens`` queries over ``context`` keys each."""
     d = cfg.hidden_size
@@ -74,7 +68,7 @@ def layer_cost(cfg, tokens: int, context: int) -> float:
 
 def packed_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
                     completion_mask: Tensor, temperature: float) -> Tensor | None:
-    """``rollout.completion_logprobs`` computed with one packed row per shared prompt; None when
+    """``logprobs.completion_logprobs`` computed with one packed row per shared prompt; None when
     packing does not apply or does not pay (see the module docstring). Shapes as there:
     [B, P], [B, P], [B, C], [B, C] -> [B, C]."""
     if not supports_packing(model):
@@ -102,11 +96,6 @@ def packed_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completion_i
                                                 device=ids.device))            # [B]
     logits = logits[rows[:, None], pred].float() / temperature                # [B, C, V]
     return logprobs_at(logits, completion_ids) * completion_mask
-
-
-def logprobs_at(logits: Tensor, ids: Tensor) -> Tensor:
-    """log softmax(logits)[ids] over the last dim: [..., V], [...] -> [...]."""
-    return logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
 
 
 def pack(prompt_ids, prompt_mask, completion_ids, completion_mask, starts: list[int], T: int):

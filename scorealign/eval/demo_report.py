@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..core.io import atomic_write_text
-from ..engine.rollout import completion_logprobs
+from ..engine.logprobs import completion_logprobs
 from .heldout import sample_once
 from .reports import bootstrap_ci, markdown_table, require_matplotlib, save_figure
 

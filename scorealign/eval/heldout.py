@@ -11,26 +11,28 @@ from __future__ import annotations
 
 import torch
 
-from ..data.formats import prompt_texts, row_fields
-from ..engine.rollout import eos_token_ids, pad_token_id, sample, tokenize_prompts
+from ..core import seeding
+from ..data.formats import row_fields
+from ..engine.generate import sample_prompts
 from ..rewards.sources import score_batch
+
+
+def heldout_uniforms(seed: int, indices: list[int], max_new_tokens: int) -> torch.Tensor:
+    """The fixed sampling uniforms of eval prompts ``indices``: [n, max_new_tokens], one stream
+    per prompt index (``seeding``: "heldout")."""
+    return torch.stack([torch.rand(max_new_tokens, generator=seeding.generator(seed, "heldout", i))
+                        for i in indices])
 
 
 @torch.no_grad()
 def sample_once(policy, tok, prompts: list, indices: list[int], seed: int, max_prompt_tokens: int,
-                max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0, device="cpu"):
+                max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0, device=None):
     """One completion per prompt; prompt ``indices[i]`` always gets the same uniforms (seeded by
     ``seed`` and its index), whatever the batch or the process it is in.
     -> (completions, completion ids [n, C], mask [n, C], prompt ids [n, P], mask [n, P])."""
-    texts, chat = prompt_texts(tok, prompts)
-    ids, mask = tokenize_prompts(tok, texts, max_prompt_tokens, [not c for c in chat])
-    uniforms = torch.stack([torch.rand(max_new_tokens, generator=torch.Generator()
-                                       .manual_seed(seed * 15485863 + i)) for i in indices])
-    out_ids, out_mask, *_ = sample(policy, ids.to(device), mask.to(device), uniforms.to(device),
-                                   eos_token_ids(tok, policy), pad_token_id(tok), temperature, top_p)
-    completions = tok.batch_decode(torch.where(out_mask.bool(), out_ids, pad_token_id(tok)),
-                                   skip_special_tokens=True)
-    return completions, out_ids, out_mask, ids, mask
+    got = sample_prompts(policy, tok, prompts, 1, heldout_uniforms(seed, indices, max_new_tokens),
+                         max_prompt_tokens, temperature, top_p, device=device)
+    return got.completions, got.completion_ids, got.completion_mask, got.prompt_ids, got.prompt_mask
 
 
 class HeldOutEval:

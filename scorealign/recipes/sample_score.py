@@ -5,9 +5,9 @@ dataset from a model and a reward source:
     scorealign sample sample.yaml     # rows: prompt, completion, sample_index, truncated, ...
     scorealign score score.yaml       # rows: prompt, completion, score, ... (data.load_scored)
 
-Sampling uses the training sampler (``rollout.sample``) with uniforms seeded per PROMPT ROW
-(``seed``, row index), so a prompt's k samples do not depend on ``batch_size`` or on the other
-prompts of its batch. Outputs are written atomically (a temporary file renamed into place).
+Sampling uses the training sampler (``engine.generate.sample_rows``, over ``sample_prompts``)
+with uniforms seeded per PROMPT ROW (``seed``, row index), so a prompt's k samples do not depend
+on ``batch_size`` or on the other prompts of its batch. Outputs are written atomically (a temporary file renamed into place).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from ..core.config import RewardBlock, SamplingBlock, config_from_argv
-from ..core.models import load_causal_lm, quiet_transformers
+from ..core.models import load_causal_lm, load_tokenizer, quiet_transformers
 from ..data.formats import load_prompt_rows, load_sft, write_jsonl
 from ..engine.generate import sample_rows
 from ..errors import ConfigError
@@ -69,12 +69,10 @@ class ScoreConfig(RewardBlock):
 
 def run_sample(cfg: SampleConfig) -> Path:
     """Load the model and prompts, sample, write ``cfg.output``; return its path."""
-    from transformers import AutoTokenizer
-
     quiet_transformers()
     rows = load_prompt_rows(cfg)
     model = load_causal_lm(cfg.model, cfg, trainable=False)
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    tokenizer = load_tokenizer(cfg.model, "model", cfg.trust_remote_code)
     t0 = time.perf_counter()
     out, dropped = sample_rows(model, tokenizer, rows, cfg)
     write_jsonl(cfg.output, out)

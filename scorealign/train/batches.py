@@ -26,7 +26,6 @@ from ..data.formats import (
     load_preferences,
     load_scored,
     load_sft,
-    prompt_texts,
     render_prompt,
     row_location,
 )
@@ -66,9 +65,8 @@ class OnlineSource:
         uniforms = torch.rand(n * k, cfg.max_new_tokens,            # one row of draws per sample
                               generator=torch.Generator().manual_seed(cfg.seed * 100003 + step))
         uniforms = uniforms.view(n, k, -1)[rank::world].flatten(0, 1)
-        texts, chat = prompt_texts(self.tokenizer, prompts)
-        batch = generate_rollout(policy, self.ref_model, self.tokenizer, prompts, texts, k, uniforms,
-                                 cfg.max_prompt_tokens, cfg.temperature, cfg.top_p, chat)
+        batch = generate_rollout(policy, self.ref_model, self.tokenizer, prompts, None, k, uniforms,
+                                 cfg.max_prompt_tokens, cfg.temperature, cfg.top_p)
         fields = {key: [self.rows[i].get(key) for i in idx for _ in range(k)]
                   for key in self.rows[0] if key != "prompt" and not key.startswith("_")}
         batch.scores, batch.valid = score_batch(self.reward, batch.prompts, batch.completions,
