@@ -55,12 +55,11 @@ def run_transfer(demo: str | Path, steps: int = 48, lr: float = 1e-4, beta: floa
                  for r in load_rows(demo / "data" / "eval_prompts.jsonl")]
     runs = {"sft": sft_path}
     for data in ("english", "all"):
-        for algo in ("dpo", "rloo"):
-            name = f"{algo}-{data}"
-            spec = (dict(algo="dpo", dataset=str(files[data]["pairs"]), prompts_per_step=16)
-                    if algo == "dpo" else
-                    dict(algo="rloo", k=4, dataset=str(files[data]["prompts"]), prompts_per_step=8,
-                         rewards=(f"model:{rm}",)))
+        specs = {"dpo": dict(algo="dpo", dataset=str(files[data]["pairs"]), prompts_per_step=16),
+                 "rloo": dict(algo="rloo", k=4, dataset=str(files[data]["prompts"]),
+                              prompts_per_step=8, rewards=(f"model:{rm}",))}
+        for method, spec in specs.items():
+            name = f"{method}-{data}"
             train(TrainConfig(**spec, model=str(sft_path), steps=steps, lr=lr, beta=beta,
                               micro_batch_size=32, max_new_tokens=16, seed=seed,
                               output_dir=str(out / name)))
