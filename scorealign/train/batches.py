@@ -17,11 +17,11 @@ every world-th group.
 
 from __future__ import annotations
 
-import random
 from typing import Callable, Protocol
 
 import torch
 
+from ..core import seeding
 from ..core.batch import Rollout, concat
 from ..data.formats import (
     Row,
@@ -68,7 +68,7 @@ def step_prompt_indices(n_rows: int, n: int, seed: int, step: int) -> list[int]:
     while len(out) < n:
         epoch, offset = divmod(pos, n_rows)
         perm = list(range(n_rows))
-        random.Random(seed * 7919 + epoch).shuffle(perm)
+        seeding.python_rng(seed, "prompt_order", epoch).shuffle(perm)
         take = min(n - len(out), n_rows - offset)
         out += perm[offset:offset + take]
         pos += take
@@ -89,7 +89,7 @@ class OnlineSource:
         idx = step_prompt_indices(len(self.rows), n, cfg.seed, step)[rank::world]
         prompts = [self.rows[i]["prompt"] for i in idx]
         uniforms = torch.rand(n * k, cfg.max_new_tokens,            # one row of draws per sample
-                              generator=torch.Generator().manual_seed(cfg.seed * 100003 + step))
+                              generator=seeding.generator(cfg.seed, "rollout", step))
         uniforms = uniforms.view(n, k, -1)[rank::world].flatten(0, 1)
         texts, chat = prompt_texts(self.tokenizer, prompts)
         batch = generate_rollout(policy, self.ref_model, self.tokenizer, prompts, texts, k, uniforms,
@@ -250,7 +250,7 @@ class MixedSource:
         fresh = self.online.batch(policy, step, rank, world, n_prompts=n_online)
         parts = [fresh]
         if use_replay:
-            gen = torch.Generator().manual_seed(self.cfg.seed * 7727 + step * world + rank)
+            gen = seeding.generator(self.cfg.seed, "replay", step, rank)
             parts.append(self.buffer.sample(n_local, gen))
         self.buffer.add(fresh)
         return concat(parts)                        # fresh rows first: ``fresh`` = fresh.size

@@ -32,7 +32,7 @@ import torch
 from ..algorithms import losses
 from ..algorithms.critic import Critic
 from ..algorithms.registry import Algorithm
-from ..core import checkpoint
+from ..core import checkpoint, seeding
 from ..core.config import save_config
 from ..core.metrics import ProgressLog
 from ..core.models import build_accelerator, load_models
@@ -328,7 +328,7 @@ def minibatch_rows(n_rows: int, group: int, cfg: TrainConfig, step: int, epoch: 
     the global minibatches then differ from a 1-process run's (same distribution, not the same sets)."""
     if cfg.num_minibatches == 1:
         return [torch.arange(n_rows)]
-    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 1009 + epoch)
+    gen = seeding.generator(cfg.seed, "minibatch", step, epoch)
     parts = torch.randperm(n_rows // group, generator=gen).tensor_split(cfg.num_minibatches)
     return [(part[:, None] * group + torch.arange(group)).flatten() for part in parts]
 
