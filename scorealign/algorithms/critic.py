@@ -1,4 +1,11 @@
-"""PPO's value model V(x, y_<t): a separate copy of the policy's transformer body, scalar head.
+"""Critics: extra models an algorithm trains next to the policy (``Critic``); PPO's value model.
+
+``Critic`` is all the loop knows: it puts ``model`` in the optimizer, ``accelerator.prepare``,
+gradient clipping and no_sync like the policy, asks for sampling-time ``rollout_values`` (stored on
+the batch as its critic fields ``values`` / ``returns``), for ``values`` with grad in the loss, and
+saves / loads it next to each policy checkpoint (``checkpoints/{name}-step-N``).
+
+PPO's value model V(x, y_<t): a separate copy of the policy's transformer body, scalar head.
 
 Why a separate copy of the policy, and not a value head on the policy itself or a critic built from
 a reward model (the two choices in RLHF-PPO code bases, arXiv 2203.02155 / 2402.14740):
@@ -19,17 +26,41 @@ baseline being learned) and building the value model consumes no random numbers.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
 from ..core.batch import Rollout
 from ..core.io import atomic_dir
-from ..core.models import DTYPES, disable_dropout
+from ..core.models import DTYPES, disable_dropout, resolve_model_path
 from ..engine.rollout import position_ids
 from ..errors import ConfigError
 
 Tensor = torch.Tensor
+
+
+class Critic(Protocol):
+    """Extra trained model(s) of an algorithm (PPO's value model): the loop treats ``model`` as it
+    treats the policy (optimizer, prepare, clipping, no_sync) and checkpoints it with save / load."""
+
+    name: str                   # checkpoint directory prefix: checkpoints/{name}-step-N
+    model: torch.nn.Module      # the trained module; the loop replaces it by its prepared wrapper
+
+    def values(self, batch: Rollout) -> Tensor:
+        """Per-token values [b, C] with grad (0 on padding)."""
+
+    def rollout_values(self, batch: Rollout, micro_batch_size: int) -> Tensor:
+        """Sampling-time values [b, C], no grad."""
+
+    def metrics(self, batch: Rollout) -> dict[str, float]:
+        """Statistics of the critic on a batch with its critic fields set."""
+
+    def save(self, out: Path) -> None:
+        """Write the weights to directory ``out`` (atomically)."""
+
+    def load(self, out: Path) -> None:
+        """Restore the weights written by ``save`` in place."""
 
 
 class ValueModel(torch.nn.Module):
@@ -84,13 +115,6 @@ def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> float:
     return float(1.0 - (returns[keep] - values[keep]).var(unbiased=False) / var_returns)
 
 
-def value_checkpoint_dir(run_dir: Path, step: int) -> Path:
-    """Where the value model of ``checkpoints/step-N`` lives: ``checkpoints/value-step-N``
-    (a sibling, not matched by ``checkpoint.latest_checkpoint``). The loop writes it atomically
-    BEFORE the policy checkpoint, so every policy checkpoint of a PPO run has its value model."""
-    return Path(run_dir) / "checkpoints" / f"value-step-{step:06d}"
-
-
 def save_value_model(value_model: ValueModel, out: Path) -> None:
     """Value model weights (body and head) as one safetensors file, atomically."""
     from safetensors.torch import save_model
@@ -107,3 +131,38 @@ def load_value_state(value_model: ValueModel, out: Path) -> None:
     if not path.is_file():
         raise ConfigError(f"--resume: PPO checkpoint has no value model ('{path}' missing)")
     load_model(value_model, str(path))
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DistributedDataParallel wrapper (``accelerator.prepare``)."""
+    return getattr(model, "module", model)
+
+
+class ValueCritic:
+    """PPO's critic: a ``ValueModel``, saved as ``checkpoints/value-step-N/value_model.safetensors``."""
+
+    name = "value"
+
+    def __init__(self, model: ValueModel):
+        self.model = model
+
+    def values(self, batch: Rollout) -> Tensor:
+        return token_values(self.model, batch)                                  # [b, C]
+
+    def rollout_values(self, batch: Rollout, micro_batch_size: int) -> Tensor:
+        return rollout_values(self.model, batch, micro_batch_size)              # [b, C]
+
+    def metrics(self, batch: Rollout) -> dict[str, float]:
+        return {"explained_variance": explained_variance(batch.values, batch.returns,
+                                                         batch.completion_mask)}
+
+    def save(self, out: Path) -> None:
+        save_value_model(_unwrap(self.model), out)
+
+    def load(self, out: Path) -> None:
+        load_value_state(_unwrap(self.model), out)
+
+
+def value_critic(cfg, run_dir: Path) -> ValueCritic:
+    """PPO's critic factory: a value model on the body of the initial policy ``cfg.model``."""
+    return ValueCritic(load_value_model(resolve_model_path(cfg.model, run_dir, cfg.seed, False), cfg))

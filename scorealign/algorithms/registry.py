@@ -1,13 +1,14 @@
-"""Which estimator each algorithm uses: a plain dict from name to pure functions.
+"""Everything the loop knows about an algorithm, in one place: ``ALGORITHMS``, name -> ``Algorithm``.
 
-What the loop (``train.py``) calls, per rollout step (stage 3):
+What the loop (``train/loop.py``) calls, per rollout step (stage 3):
   advantages(rewards [B], k, state, cfg) -> (advantages [B], state)
       sequence level, on the GLOBAL batch (all processes; ``rewards`` = R = r - beta * KL);
       ``state`` is a small JSON dict saved in checkpoints.
-  token_advantages(batch, cfg) -> (advantages [b, C], returns [b, C])          (PPO only)
-      replaces ``advantages``: per token, on this process's rows, from the value model's
-      ``batch.values``; setting it makes the loop build and train a value model (``ppo.py``).
-  select(rewards [B], k, cfg) -> keep [B] bool                                  (RAFT only)
+  token_advantages(batch, cfg) -> (advantages [b, C], returns [b, C] | None)
+      replaces ``advantages``: per token, on this process's rows. With a ``critic`` the loop first
+      sets ``batch.values`` (the critic's sampling-time values); without one (a critic-free
+      token-level method) ``batch.values`` is None.
+  select(rewards [B], k, cfg) -> keep [B] bool                                  (RAFT)
       only the kept rows are trained on.
 and per micro-batch of each of the num_epochs x num_minibatches optimisation passes (stage 4):
   loss(token_logprobs [m, C], old_logprobs [m, C], values [m, C] | None, mb, cfg)
@@ -16,9 +17,14 @@ and per micro-batch of each of the num_epochs x num_minibatches optimisation pas
       tensors of the same shape (``loss/policy`` defaults to the loss itself).
       ``old_logprobs`` are the sampling-time ``mb.logprobs``, or ``token_logprobs.detach()`` when
       the batch is used once (one epoch, one minibatch): the ratio is then exactly 1 and its
-      gradient exactly the on-policy one. ``values`` are V(x, y_<t) with grad (PPO), else None.
+      gradient exactly the on-policy one. ``values`` are the critic's V(x, y_<t) with grad, else None.
 The loop divides the summed per-item losses (and stats) by the number of items in the global
-minibatch (``losses.aggregate``). Adding an algorithm = a few functions and one entry.
+minibatch (``losses.aggregate``).
+
+What the config and the batch sources read: ``data`` (what a batch holds), ``sources`` (the other
+``cfg.source`` values accepted), ``group_size(cfg)``, ``check(cfg)`` (per-algorithm config rules),
+``critic`` (a factory of extra trained models, ``critic.py``). Adding an algorithm = a few pure
+functions and one entry (and its tests / docs).
 
 CoPG, DPO, IPO and SFT need no advantage: their losses are built from the CURRENT log-ratios
 log pi/pi_ref (which is what lets CoPG learn from any scored samples without importance weights).
@@ -27,23 +33,70 @@ For them ``advantages`` is a 0/1 row weight (0 for groups whose reward was skipp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
+from ..errors import ConfigError
 from . import losses
+from .critic import value_critic
+
+# What a step's batch holds (``data``, or the kind ``sources`` maps ``cfg.source`` to):
+DATA_KINDS = (
+    "online",          # k samples per prompt from the current policy, scored by the reward source
+    "mixed",           # online samples plus groups drawn from a replay buffer of past samples
+    "scored",          # a dataset of scored completions, k per prompt
+    "pairs",           # a dataset of preference pairs: (chosen, rejected) groups of 2
+    "demonstrations",  # a dataset of demonstrations: groups of 1
+)
+
+
+def _k(cfg) -> int:
+    return cfg.k
+
+
+def _no_check(cfg) -> None:
+    return None
 
 
 @dataclass(frozen=True)
 class Algorithm:
-    advantages: Callable | None  # (rewards [B], k, state, cfg) -> (advantages [B], state)
     loss: Callable               # (token_lp [m, C], old_lp [m, C], values, mb, cfg) -> (loss, stats)
+    advantages: Callable | None = None        # (rewards [B], k, state, cfg) -> (advantages [B], state)
+    token_advantages: Callable | None = None  # (batch, cfg) -> (adv [b, C], returns [b, C] | None)
     unit: str = "sequence"       # the loss's item, also what it is averaged over: sequence | token
-    token_advantages: Callable | None = None  # PPO: (batch, cfg) -> (adv [b, C], returns [b, C])
-    select: Callable | None = None            # RAFT: (rewards [B], k, cfg) -> keep [B] bool
+    data: str = "online"         # what a batch holds with the default cfg.source (DATA_KINDS)
+    sources: dict = field(default_factory=dict)  # other cfg.source values -> the data they give
+    group_size: Callable = _k    # cfg -> rows per prompt group (k; 2 for pairs; 1 for demonstrations)
+    group_word: str = "prompts x k={k}"  # what a group is, in the printed batch summary
+    critic: Callable | None = None  # (cfg, run_dir) -> Critic: extra trained model(s), e.g. PPO's V
+    select: Callable | None = None  # RAFT: (rewards [B], k, cfg) -> keep [B] bool
+    check: Callable = _no_check  # cfg -> None, raises ConfigError on settings the algorithm rejects
     grouped: bool = False    # the loss couples the k rows of a prompt: micro-batches hold whole groups
     reference: bool = True   # needs pi_ref (sft does not: no reference model is loaded)
+
+    def data_kind(self, cfg) -> str:
+        """What this run's batches hold: ``data``, or what ``sources`` maps ``cfg.source`` to."""
+        return self.sources.get(cfg.source, self.data)
+
+    def rows_trained(self, cfg, rows: int) -> int:
+        """Rows trained on out of ``rows`` sampled per process and step (RAFT keeps the best)."""
+        return rows // cfg.k * cfg.raft_top_m if self.select is not None else rows
+
+
+def check_config(cfg) -> None:
+    """The rules ``cfg.algo``'s entry sets on the config (``TrainConfig.__post_init__``)."""
+    algo = ALGORITHMS[cfg.algo]
+    if cfg.source != "online" and cfg.source not in algo.sources:
+        offline = ", ".join(f"algo={name}" for name, a in ALGORITHMS.items() if a.sources)
+        raise ConfigError(f"source={cfg.source}: only {offline} learns from offline or replayed "
+                          "samples without importance weights (dpo, ipo and sft always read "
+                          "`dataset`; the online algorithms sample from the current policy)")
+    algo.check(cfg)
+    if algo.grouped and cfg.micro_batch_size % algo.group_size(cfg):
+        raise ConfigError(f"micro_batch_size={cfg.micro_batch_size}: {cfg.algo} needs whole "
+                          f"groups of {algo.group_size(cfg)} in a micro-batch (use a multiple)")
 
 
 # --- sequence-level policy gradient: vanilla PG, REINFORCE w/ baseline, RLOO (arXiv 2402.14740)
@@ -151,17 +204,27 @@ def _copg_loss(token_lp, old_lp, values, mb, cfg):
     return _per_row(per_group, mb), {"logratio": logratios.detach().flatten()}
 
 
-def _preference_loss(token_lp, old_lp, values, mb, cfg):
-    """DPO (sigmoid) or IPO on (chosen, rejected) groups, h = logratio(chosen) - logratio(rejected);
-    IPO's h from summed log-probs (the paper) or per-token averages (TRL, ``ipo_average_logprobs``)."""
-    average = cfg.algo == "ipo" and cfg.ipo_average_logprobs
-    logratios = _group_logratios(token_lp, mb, average)                        # [m/2, 2]
+def _preference_stats(h, logratios) -> dict:
+    """Per-row stats of (chosen, rejected) pairs: h [m/2], logratios [m/2, 2] -> [m] each."""
+    return {"margin": h.detach().repeat_interleave(2),
+            "accuracy": (h.detach() > 0).float().repeat_interleave(2),
+            "logratio": logratios.detach().flatten()}
+
+
+def _dpo_loss(token_lp, old_lp, values, mb, cfg):
+    """DPO (arXiv 2305.18290, eq. 7) on (chosen, rejected) groups: -log sigmoid(beta * h),
+    h = logratio(chosen) - logratio(rejected) from summed log-probs."""
+    logratios = _group_logratios(token_lp, mb)                                 # [m/2, 2]
     h = logratios[:, 0] - logratios[:, 1]                                      # [m/2]
-    per_pair = losses.dpo_loss(h, cfg.beta) if cfg.algo == "dpo" else losses.ipo_loss(h, cfg.beta)
-    return _per_row(per_pair, mb), {
-        "margin": h.detach().repeat_interleave(2),
-        "accuracy": (h.detach() > 0).float().repeat_interleave(2),
-        "logratio": logratios.detach().flatten()}
+    return _per_row(losses.dpo_loss(h, cfg.beta), mb), _preference_stats(h, logratios)
+
+
+def _ipo_loss(token_lp, old_lp, values, mb, cfg):
+    """IPO (arXiv 2310.12036, eq. 17) on (chosen, rejected) groups: (h - 1 / (2 tau))^2, h from
+    summed log-probs (the paper) or per-token averages (TRL, ``ipo_average_logprobs``)."""
+    logratios = _group_logratios(token_lp, mb, cfg.ipo_average_logprobs)       # [m/2, 2]
+    h = logratios[:, 0] - logratios[:, 1]                                      # [m/2]
+    return _per_row(losses.ipo_loss(h, cfg.beta), mb), _preference_stats(h, logratios)
 
 
 def _sft_loss(token_lp, old_lp, values, mb, cfg):
@@ -169,14 +232,55 @@ def _sft_loss(token_lp, old_lp, values, mb, cfg):
     return losses.nll_loss(token_lp, mb.completion_mask) * mb.advantages[:, None], {}
 
 
+# --- per-algorithm config rules (``check``) and group sizes
+
+
+def _check_rloo(cfg) -> None:
+    if cfg.k < 2:
+        raise ConfigError(f"k={cfg.k}: RLOO needs k >= 2 samples per prompt for its "
+                          "leave-one-out baseline (use algo=reinforce or pg for k=1)")
+
+
+def _check_ppo(cfg) -> None:
+    if cfg.whiten_rewards:
+        raise ConfigError("whiten_rewards: not supported with algo=ppo (its per-token rewards "
+                          "use the raw scores; the value model learns their scale)")
+
+
+def _check_raft(cfg) -> None:
+    if cfg.raft_top_m >= cfg.k:
+        raise ConfigError(f"raft_top_m={cfg.raft_top_m}: RAFT keeps fewer than k={cfg.k} "
+                          "completions per prompt (raise k or lower raft_top_m)")
+
+
+def _check_copg(cfg) -> None:
+    if cfg.k < 2:
+        raise ConfigError(f"k={cfg.k}: CoPG contrasts k >= 2 completions of the same prompt")
+
+
+def _pair(cfg) -> int:
+    return 2
+
+
+def _one(cfg) -> int:
+    return 1
+
+
+_PAIRS = dict(data="pairs", group_size=_pair, group_word="pairs", grouped=True)
+_DEMONSTRATIONS = dict(data="demonstrations", group_size=_one, group_word="examples",
+                       unit="token", reference=False)
+
 ALGORITHMS: dict[str, Algorithm] = {
-    "pg": Algorithm(_vanilla_pg, _sequence_policy_gradient_loss),
-    "reinforce": Algorithm(_reinforce_baseline, _sequence_policy_gradient_loss),
-    "rloo": Algorithm(_rloo, _sequence_policy_gradient_loss),
-    "ppo": Algorithm(None, _ppo_loss, unit="token", token_advantages=_ppo_advantages),
-    "raft": Algorithm(_raft_weights, _raft_loss, unit="token", select=_raft_select),
-    "copg": Algorithm(_row_weights, _copg_loss, grouped=True),
-    "dpo": Algorithm(_row_weights, _preference_loss, grouped=True),
-    "ipo": Algorithm(_row_weights, _preference_loss, grouped=True),
-    "sft": Algorithm(_row_weights, _sft_loss, unit="token", reference=False),
+    "pg": Algorithm(_sequence_policy_gradient_loss, _vanilla_pg),
+    "reinforce": Algorithm(_sequence_policy_gradient_loss, _reinforce_baseline),
+    "rloo": Algorithm(_sequence_policy_gradient_loss, _rloo, check=_check_rloo),
+    "ppo": Algorithm(_ppo_loss, token_advantages=_ppo_advantages, unit="token",
+                     critic=value_critic, check=_check_ppo),
+    "raft": Algorithm(_raft_loss, _raft_weights, unit="token", select=_raft_select,
+                      check=_check_raft),
+    "copg": Algorithm(_copg_loss, _row_weights, grouped=True, check=_check_copg,
+                      sources={"offline": "scored", "mixed": "mixed"}),
+    "dpo": Algorithm(_dpo_loss, _row_weights, **_PAIRS),
+    "ipo": Algorithm(_ipo_loss, _row_weights, **_PAIRS),
+    "sft": Algorithm(_sft_loss, _row_weights, **_DEMONSTRATIONS),
 }

@@ -14,9 +14,11 @@ class Rollout:
     """B = n_prompts * k sequences; the k samples of one prompt are contiguous.
 
     The whole completion is one action: log pi(y|x) = (logprobs * completion_mask).sum(-1)
-    (PPO alone treats each token as an action). A batch source (``sources.py``) fills ``scores``
-    and ``valid``; the loop fills ``advantages`` (PPO also ``values`` and ``returns``). Rows read
-    from a dataset have no sampling-time ``logprobs`` (None).
+    (token-level algorithms treat each token as an action). A batch source (``train/batches.py``)
+    fills ``scores`` and ``valid``; the loop fills ``advantages`` and, for token-level algorithms,
+    the critic fields ``values`` (set when the algorithm has a critic, ``algorithms/critic.py``)
+    and ``returns`` (the critic's regression target). Rows read from a dataset have no
+    sampling-time ``logprobs`` (None).
     """
 
     prompt_ids: Tensor        # [B, P] long, left-padded
@@ -32,10 +34,11 @@ class Rollout:
     scores: Tensor | None = None                      # [B] r(x, y) from the reward source
     valid: Tensor | None = None                       # [B] bool, False where the reward was skipped
     entropy: Tensor | None = None                     # [B] mean per-token entropy at sampling
-    advantages: Tensor | None = None  # [B] per sequence, [B, C] per token (PPO); a 0/1 weight
-    #                                   for algorithms without advantages (copg, dpo, ipo, sft, raft)
-    values: Tensor | None = None      # [B, C] PPO: V(x, y_<t) at sampling time (the "old" values)
-    returns: Tensor | None = None     # [B, C] PPO: GAE returns, the value model's regression target
+    fresh: int = 0            # rows at the front sampled in this very step (0: dataset or replay)
+    advantages: Tensor | None = None  # [B] per sequence, [B, C] per token; a 0/1 weight for
+    #                                   algorithms without advantages (copg, dpo, ipo, sft, raft)
+    values: Tensor | None = None      # [B, C] critic field: V(x, y_<t) at sampling time ("old" values)
+    returns: Tensor | None = None     # [B, C] critic field: its regression target (e.g. GAE returns)
 
     @property
     def size(self) -> int:
@@ -60,6 +63,7 @@ class Rollout:
                 out[f.name] = value[index]
             elif isinstance(value, list) and value:
                 out[f.name] = [value[i] for i in index.tolist()]
+        out["fresh"] = int((index < self.fresh).sum())   # still at the front if index is sorted
         return replace(self, **out).trimmed()
 
     def to(self, device) -> "Rollout":
@@ -89,8 +93,8 @@ def concat(parts: list[Rollout]) -> Rollout:
     out = {}
     for f in fields(Rollout):
         values = [getattr(p, f.name) for p in parts]
-        if f.name == "k":
-            out["k"] = values[0]
+        if f.name in ("k", "fresh"):   # the first part's fresh rows stay at the front
+            out[f.name] = values[0]
         elif all(isinstance(v, Tensor) for v in values):
             if f.name in ("prompt_ids", "prompt_mask"):  # pad ids are masked out: any id works
                 values = [torch.nn.functional.pad(v, (p_width - v.shape[1], 0)) for v in values]

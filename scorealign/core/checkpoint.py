@@ -62,21 +62,27 @@ def load_checkpoint(ckpt: Path, optimizer, scheduler) -> dict:
     return json.loads((ckpt / "state.json").read_text())
 
 
-def replay_path(run_dir: Path, step: int, rank: int) -> Path:
-    """A process's replay buffer at ``step``: ``checkpoints/replay-step-N/rank-R.pt`` (a sibling
-    of ``step-N``, written before it, as PPO's value model)."""
-    return Path(run_dir) / "checkpoints" / f"replay-step-{step:06d}" / f"rank-{rank}.pt"
+def state_dir(run_dir: Path, name: str, step: int) -> Path:
+    """Where extra state ``name`` of checkpoint ``step-N`` lives: ``checkpoints/{name}-step-N``, a
+    sibling of ``step-N`` (not matched by ``latest_checkpoint``), written BEFORE it, so that every
+    policy checkpoint has it: a critic's weights (``value``), a batch source's state (``replay``)."""
+    return Path(run_dir) / "checkpoints" / f"{name}-step-{step:06d}"
 
 
-def save_replay(run_dir: Path, step: int, rank: int, state: dict) -> None:
+def process_state_path(run_dir: Path, name: str, step: int, rank: int) -> Path:
+    """One process's part of state ``name``: ``checkpoints/{name}-step-N/rank-R.pt``."""
+    return state_dir(run_dir, name, step) / f"rank-{rank}.pt"
+
+
+def save_process_state(run_dir: Path, name: str, step: int, rank: int, state: dict) -> None:
     """Tensors, strings and numbers only (read back with ``weights_only``); atomic rename."""
-    atomic_write(replay_path(run_dir, step, rank), lambda f: torch.save(state, f))
+    atomic_write(process_state_path(run_dir, name, step, rank), lambda f: torch.save(state, f))
 
 
-def load_replay(run_dir: Path, step: int, rank: int) -> dict:
-    path = replay_path(run_dir, step, rank)
+def load_process_state(run_dir: Path, name: str, step: int, rank: int) -> dict:
+    path = process_state_path(run_dir, name, step, rank)
     if not path.is_file():
         from ..errors import ConfigError
 
-        raise ConfigError(f"--resume: mixed-source checkpoint has no replay buffer ('{path}' missing)")
+        raise ConfigError(f"--resume: checkpoint has no {name} state ('{path}' missing)")
     return torch.load(path, weights_only=True)

@@ -5,25 +5,29 @@
            pairs (DPO / IPO: chosen first, scores 1 / 0) or demonstrations (SFT, k = 1).
            Reference log-probs are computed once per example and cached, not once per epoch.
   mixed    online samples plus groups drawn from a replay buffer of past scored samples (CoPG)
+Which one a run uses is its algorithm's data kind (``TrainConfig.data_kind``, from the registry).
 
-``source.batch(policy, step, rank, world)`` returns ``(batch, n_new)``: this process's share of
-the step as one ``Rollout`` of whole groups (the k completions of one prompt, contiguous) with
-``scores`` and ``valid`` set, and the number of rows at its front sampled in this very step
-(what the rollout metrics describe). Prompt order: consecutive slices of a seeded permutation
-(``step_prompt_indices``), the same on every process; process r takes every world-th group.
+Every source is a ``BatchSource``: ``source.batch(policy, step, rank, world)`` returns this
+process's share of the step as one ``Rollout`` of whole groups (the k completions of one prompt,
+contiguous) with ``scores`` and ``valid`` set, and ``fresh`` = the number of rows at its front
+sampled in this very step (what the rollout metrics describe). Prompt order: consecutive slices
+of a seeded permutation (``step_prompt_indices``), the same on every process; process r takes
+every world-th group.
 """
 
 from __future__ import annotations
 
-import random
+from typing import Callable, Protocol
 
 import torch
 
+from ..core import seeding
 from ..core.batch import Rollout, concat
 from ..data.formats import (
     Row,
     group_by_prompt,
     load_preferences,
+    load_prompt_rows,
     load_scored,
     load_sft,
     render_prompt,
@@ -35,6 +39,26 @@ from ..rewards.sources import score_batch
 
 Tensor = torch.Tensor
 
+# Dataset columns of a completion, not of its prompt: dropped from the evaluation prompt rows.
+COMPLETION_FIELDS = ("completion", "score", "chosen", "rejected", "truncated", "sample_index",
+                     "_file", "_line")
+
+
+class BatchSource(Protocol):
+    """Where a step's batch comes from; its state is checkpointed by the loop, per process."""
+
+    def batch(self, policy, step: int, rank: int, world: int) -> Rollout:
+        """This process's whole groups of ``step``, scored (``scores``, ``valid``, ``fresh`` set)."""
+
+    def prompt_rows(self) -> list[Row]:
+        """The prompt rows (prompt + reward fields) to evaluate on when no eval_dataset is given."""
+
+    def state_dict(self) -> dict[str, dict]:
+        """Per-process state by name (saved as ``checkpoints/{name}-step-N/rank-R.pt``); {} if none."""
+
+    def load_state_dict(self, state: dict[str, dict]) -> None:
+        """Restore what ``state_dict`` returned."""
+
 
 def step_prompt_indices(n_rows: int, n: int, seed: int, step: int) -> list[int]:
     """The ``n`` global prompts (or groups) of ``step``: consecutive slices of a seeded
@@ -43,7 +67,7 @@ def step_prompt_indices(n_rows: int, n: int, seed: int, step: int) -> list[int]:
     while len(out) < n:
         epoch, offset = divmod(pos, n_rows)
         perm = list(range(n_rows))
-        random.Random(seed * 7919 + epoch).shuffle(perm)
+        seeding.python_rng(seed, "prompt_order", epoch).shuffle(perm)
         take = min(n - len(out), n_rows - offset)
         out += perm[offset:offset + take]
         pos += take
@@ -57,13 +81,14 @@ class OnlineSource:
         self.cfg, self.rows, self.tokenizer, self.ref_model, self.reward = (
             cfg, rows, tokenizer, ref_model, reward)
 
-    def batch(self, policy, step: int, rank: int, world: int, n_prompts: int | None = None):
+    def batch(self, policy, step: int, rank: int, world: int, n_prompts: int | None = None
+              ) -> Rollout:
         cfg, k = self.cfg, self.cfg.k
         n = n_prompts or cfg.prompts_per_step
         idx = step_prompt_indices(len(self.rows), n, cfg.seed, step)[rank::world]
         prompts = [self.rows[i]["prompt"] for i in idx]
         uniforms = torch.rand(n * k, cfg.max_new_tokens,            # one row of draws per sample
-                              generator=torch.Generator().manual_seed(cfg.seed * 100003 + step))
+                              generator=seeding.generator(cfg.seed, "rollout", step))
         uniforms = uniforms.view(n, k, -1)[rank::world].flatten(0, 1)
         batch = generate_rollout(policy, self.ref_model, self.tokenizer, prompts, None, k, uniforms,
                                  cfg.max_prompt_tokens, cfg.temperature, cfg.top_p)
@@ -71,7 +96,17 @@ class OnlineSource:
                   for key in self.rows[0] if key != "prompt" and not key.startswith("_")}
         batch.scores, batch.valid = score_batch(self.reward, batch.prompts, batch.completions,
                                                 fields, cfg.on_reward_error)
-        return batch, batch.size
+        batch.fresh = batch.size
+        return batch
+
+    def prompt_rows(self) -> list[Row]:
+        return self.rows
+
+    def state_dict(self) -> dict[str, dict]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, dict]) -> None:
+        pass
 
 
 def tokenize_example(tokenizer, row: Row, max_prompt_tokens: int, max_completion_tokens: int
@@ -117,7 +152,7 @@ class OfflineSource:
                         for row in group] for group in groups]         # [group][j] -> (p ids, c ids)
         self.ref_cache: dict[tuple[int, int], Tensor] = {}              # (group, j) -> [C_j]
 
-    def batch(self, policy, step: int, rank: int, world: int):
+    def batch(self, policy, step: int, rank: int, world: int) -> Rollout:
         cfg = self.cfg
         idx = step_prompt_indices(len(self.groups), cfg.prompts_per_step, cfg.seed, step)[rank::world]
         keys = [(g, j) for g in idx for j in range(self.k)]
@@ -137,7 +172,18 @@ class OfflineSource:
                         valid=torch.ones(len(rows), dtype=torch.bool))
         if self.ref_model is not None:
             batch.ref_logprobs = self.reference_logprobs(keys, batch)
-        return batch, 0
+        return batch
+
+    def prompt_rows(self) -> list[Row]:
+        """One row per group: its first row without the completion's columns."""
+        return [{**{k: v for k, v in g[0].items() if k not in COMPLETION_FIELDS},
+                 "prompt": g[0]["prompt"]} for g in self.groups]
+
+    def state_dict(self) -> dict[str, dict]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, dict]) -> None:
+        pass
 
     def reference_logprobs(self, keys: list[tuple[int, int]], batch: Rollout) -> Tensor:
         """[b, C] log pi_ref of the batch's completions: cached rows copied, the rest computed
@@ -168,7 +214,8 @@ class ReplayBuffer:
         self.capacity, self.groups = capacity, []
 
     def add(self, batch: Rollout) -> None:
-        clean = Rollout(**{**batch.__dict__, "advantages": None, "values": None, "returns": None})
+        clean = Rollout(**{**batch.__dict__, "advantages": None, "values": None, "returns": None,
+                                   "fresh": 0})
         for g in range(batch.size // batch.k):
             self.groups.append(clean.select(torch.arange(g * batch.k, (g + 1) * batch.k)))
         self.groups = self.groups[-self.capacity:]
@@ -194,29 +241,43 @@ class MixedSource:
         self.n_replay = round(cfg.replay_ratio * cfg.prompts_per_step / world) * world
         self.buffer = ReplayBuffer(max(1, cfg.replay_size // world))
 
-    def batch(self, policy, step: int, rank: int, world: int):
+    def batch(self, policy, step: int, rank: int, world: int) -> Rollout:
         n_local = self.n_replay // world
         use_replay = n_local > 0 and len(self.buffer.groups) >= n_local
         n_online = self.cfg.prompts_per_step - (self.n_replay if use_replay else 0)
-        fresh, n_new = self.online.batch(policy, step, rank, world, n_prompts=n_online)
+        fresh = self.online.batch(policy, step, rank, world, n_prompts=n_online)
         parts = [fresh]
         if use_replay:
-            gen = torch.Generator().manual_seed(self.cfg.seed * 7727 + step * world + rank)
+            gen = seeding.generator(self.cfg.seed, "replay", step, rank)
             parts.append(self.buffer.sample(n_local, gen))
         self.buffer.add(fresh)
-        return concat(parts), n_new
+        return concat(parts)                        # fresh rows first: ``fresh`` = fresh.size
+
+    def prompt_rows(self) -> list[Row]:
+        return self.online.prompt_rows()
+
+    def state_dict(self) -> dict[str, dict]:
+        return {"replay": self.buffer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, dict]) -> None:
+        self.buffer.load_state_dict(state["replay"])
 
 
-def offline_groups(cfg, tokenizer) -> list[list[Row]]:
-    """The dataset as groups for ``cfg.algo``: preference pairs (dpo, ipo), single
-    demonstrations (sft), or k scored completions per prompt (copg; a prompt with n rows gives
-    n // k groups, its remaining rows are left out and counted in the printed summary)."""
-    if cfg.algo in ("dpo", "ipo"):
-        return [[{**row, "completion": row["chosen"], "score": 1.0},
-                 {**row, "completion": row["rejected"], "score": 0.0}]
-                for row in load_preferences(cfg.dataset, cfg.dataset_split)]
-    if cfg.algo == "sft":
-        return [[row] for row in load_sft(cfg.dataset, cfg.dataset_split)]
+def preference_groups(cfg) -> list[list[Row]]:
+    """Preference pairs as (chosen, rejected) groups of 2, scored 1 and 0."""
+    return [[{**row, "completion": row["chosen"], "score": 1.0},
+             {**row, "completion": row["rejected"], "score": 0.0}]
+            for row in load_preferences(cfg.dataset, cfg.dataset_split)]
+
+
+def demonstration_groups(cfg) -> list[list[Row]]:
+    """Demonstrations, one per group."""
+    return [[row] for row in load_sft(cfg.dataset, cfg.dataset_split)]
+
+
+def scored_groups(cfg) -> list[list[Row]]:
+    """k scored completions per group: a prompt with n rows gives n // k groups, its remaining
+    rows are left out and counted in the printed summary."""
     rows = load_scored(cfg.dataset, cfg.dataset_split)
     groups, left_out = [], 0
     for same_prompt in group_by_prompt(rows):
@@ -230,3 +291,21 @@ def offline_groups(cfg, tokenizer) -> list[list[Row]]:
         print(f"offline data: {len(groups)} groups of k={cfg.k}; {left_out} of {len(rows)} rows "
               "left out (their prompt's count is not a multiple of k)")
     return groups
+
+
+# How each data kind of the registry that is read from ``dataset`` becomes groups of rows.
+OFFLINE_READERS: dict[str, Callable] = {"scored": scored_groups, "pairs": preference_groups,
+                                        "demonstrations": demonstration_groups}
+
+
+def offline_groups(cfg, tokenizer=None) -> list[list[Row]]:
+    """The dataset as groups of rows for the run's data kind (``cfg.data_kind``)."""
+    return OFFLINE_READERS[cfg.data_kind](cfg)
+
+
+def build_source(cfg, tokenizer, ref_model, reward: Callable, world: int) -> BatchSource:
+    """The batch source of ``cfg.data_kind``; ``reward()`` builds the reward (online kinds only)."""
+    if cfg.data_kind in OFFLINE_READERS:
+        return OfflineSource(cfg, offline_groups(cfg), tokenizer, ref_model)
+    online = OnlineSource(cfg, load_prompt_rows(cfg), tokenizer, ref_model, reward())
+    return MixedSource(cfg, online, world) if cfg.data_kind == "mixed" else online

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..core.config import Block, RewardBlock
+from ..algorithms.registry import ALGORITHMS, Algorithm, check_config
+from ..core.config import DTYPE_CHOICES, Block, RewardBlock
 from ..errors import ConfigError
 
 
@@ -78,34 +79,18 @@ class TrainConfig(RewardBlock, TrainModelsData):
     eval_rewards: tuple[str, ...] = ()  # reward sources for evaluation (default: `rewards`)
 
     def __post_init__(self):
-        choices = {"algo": ("pg", "reinforce", "rloo", "ppo", "raft", "copg", "dpo", "ipo", "sft"),
-                   "source": ("online", "offline", "mixed"),
-                   "on_reward_error": ("fail", "skip"), "lr_schedule": ("constant", "linear", "cosine"),
-                   "dtype": ("float32", "bfloat16", "float16")}
+        super().__post_init__()     # the shared blocks' checks (core.config.check_blocks)
+        choices = {"algo": tuple(ALGORITHMS), "source": ("online", "offline", "mixed"),
+                   "lr_schedule": ("constant", "linear", "cosine"), "dtype": DTYPE_CHOICES}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key}={getattr(self, key)!r}: choose one of {', '.join(allowed)}")
-        if self.algo == "rloo" and self.k < 2:
-            raise ConfigError(f"k={self.k}: RLOO needs k >= 2 samples per prompt for its "
-                              "leave-one-out baseline (use algo=reinforce or pg for k=1)")
-        if self.algo == "copg" and self.k < 2:
-            raise ConfigError(f"k={self.k}: CoPG contrasts k >= 2 completions of the same prompt")
-        if self.source != "online" and self.algo != "copg":
-            raise ConfigError(f"source={self.source}: only algo=copg learns from offline or replayed "
-                              "samples without importance weights (dpo, ipo and sft always read "
-                              "`dataset`; the online algorithms sample from the current policy)")
         if not 0.0 <= self.replay_ratio < 1.0:
             raise ConfigError(f"replay_ratio={self.replay_ratio}: must be in [0, 1)")
         for key in ("k", "steps", "prompts_per_step", "micro_batch_size", "max_new_tokens",
                     "num_epochs", "num_minibatches", "raft_top_m", "replay_size", "eval_prompts"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}={getattr(self, key)}: must be >= 1")
-        if self.algo == "raft" and self.raft_top_m >= self.k:
-            raise ConfigError(f"raft_top_m={self.raft_top_m}: RAFT keeps fewer than k={self.k} "
-                              "completions per prompt (raise k or lower raft_top_m)")
-        if self.algo == "ppo" and self.whiten_rewards:
-            raise ConfigError("whiten_rewards: not supported with algo=ppo (its per-token rewards "
-                              "use the raw scores; the value model learns their scale)")
         if self.lora_r < 0:
             raise ConfigError(f"lora_r={self.lora_r}: must be >= 0 (0 = full fine-tuning)")
         for key in ("clip_eps", "value_clip_eps"):
@@ -114,23 +99,19 @@ class TrainConfig(RewardBlock, TrainModelsData):
         for key in ("gamma", "lam"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"{key}={getattr(self, key)}: must be in [0, 1]")
-        if self.algo in ("copg", "dpo", "ipo") and self.micro_batch_size % self.group_size:
-            raise ConfigError(f"micro_batch_size={self.micro_batch_size}: {self.algo} needs whole "
-                              f"groups of {self.group_size} in a micro-batch (use a multiple)")
-        if self.reward_timeout <= 0 or self.reward_memory_mb < 0:
-            raise ConfigError(f"reward_timeout={self.reward_timeout}, reward_memory_mb="
-                              f"{self.reward_memory_mb}: the timeout must be > 0 and the memory "
-                              "limit >= 0 (0: no limit)")
-        if self.reward_weights is not None and len(self.reward_weights) != len(self.rewards):
-            raise ConfigError(f"reward_weights has {len(self.reward_weights)} entries for "
-                              f"{len(self.rewards)} reward sources")
+        check_config(self)          # the rules of the algorithm's registry entry
+
+    @property
+    def algorithm(self) -> Algorithm:
+        """The registry entry of ``algo``."""
+        return ALGORITHMS[self.algo]
 
     @property
     def group_size(self) -> int:
-        """Rows per prompt group: k, except 2 for dpo/ipo (chosen, rejected) and 1 for sft."""
-        return {"dpo": 2, "ipo": 2, "sft": 1}.get(self.algo, self.k)
+        """Rows per prompt group, by the algorithm's entry (k; 2 for pairs; 1 for demonstrations)."""
+        return self.algorithm.group_size(self)
 
     @property
-    def data_source(self) -> str:
-        """online | offline | mixed: ``source`` for copg, offline for dpo/ipo/sft."""
-        return "offline" if self.algo in ("dpo", "ipo", "sft") else self.source
+    def data_kind(self) -> str:
+        """What a step's batch holds: online | mixed | scored | pairs | demonstrations."""
+        return self.algorithm.data_kind(self)
