@@ -9,7 +9,7 @@ Sources: ``.jsonl``/``.ndjson``, ``.json`` (a list of objects, an object of colu
 lines), ``.parquet``, ``.csv``/``.tsv``, a directory written by ``Dataset.save_to_disk`` or
 holding such files, else a Hugging Face hub id loaded with ``datasets.load_dataset``. The
 formats' fields (``prompt``, ``chosen``/``rejected``, ``messages``, ...) are checked in
-``data.py``.
+``formats.py``.
 """
 
 from __future__ import annotations

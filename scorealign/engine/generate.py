@@ -19,7 +19,8 @@ import torch
 from ..core import seeding
 from ..core.config import GENERATION_KEYS
 from ..core.models import load_causal_lm, load_tokenizer, quiet_transformers
-from ..data.formats import Row, completion_text, prompt_texts
+from ..data.formats import completion_text, prompt_texts
+from ..data.readers import Row
 from .generation import sample
 from .tensors import pad_rows
 

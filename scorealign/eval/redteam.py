@@ -28,7 +28,7 @@ import os
 import re
 from typing import Any, Iterable
 
-from ..data.formats import Row, load_rows, row_location
+from ..data.readers import Row, load_rows, row_location
 from ..errors import DataError
 from ..rewards.language import normalize_language
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from ..core.config import SamplingBlock, SandboxBlock, config_from_argv, to_dict
 from ..core.io import atomic_write_json, atomic_write_text
-from ..data.formats import Row, completion_text, load_prompts, load_sft, row_location
+from ..data.formats import completion_text, load_prompts, load_sft
+from ..data.readers import Row, row_location
 from ..errors import ConfigError, DataError
 from ..rewards.language import check_language_field, normalize_language
 from ..rewards.sandbox import sandbox_limits

@@ -26,7 +26,8 @@ from ..core.config import (
     to_dict,
 )
 from ..core.io import atomic_write_json, atomic_write_text
-from ..data.formats import Row, completion_text, load_prompts, load_sft, row_location, write_jsonl
+from ..data.formats import completion_text, load_prompts, load_sft, write_jsonl
+from ..data.readers import Row, row_location
 from ..errors import ConfigError, DataError
 from ..rewards.language import normalize_language
 from ..rewards.sandbox import sandbox_limits

@@ -96,7 +96,8 @@ def policy_pairs(cfg: DemoConfig, out: Path, sft_model: Path) -> None:
     """Gold-labelled pairs of the SFT policy's own samples (4 per train prompt, 10% label noise),
     appended to the reward model's data: as in RLHF, the preference labels are collected on the
     policy's outputs, so the proxy has seen the kind of text it will score."""
-    from ..data.formats import group_by_prompt, load_rows
+    from ..data.formats import group_by_prompt
+    from ..data.readers import load_rows
     from ..tasks import label_pairs
     from .sample_score import SampleConfig, run_sample
 
@@ -115,7 +116,8 @@ def policy_pairs(cfg: DemoConfig, out: Path, sft_model: Path) -> None:
 def offline_data(cfg: DemoConfig, out: Path, sft_model: Path, reward_model: Path) -> None:
     """Stage 5 input of the offline methods: ``budget`` samples of the SFT policy (2 per prompt),
     scored by the proxy reward (``scored.jsonl``) and ranked into pairs (``pairs.jsonl``)."""
-    from ..data.formats import group_by_prompt, load_rows
+    from ..data.formats import group_by_prompt
+    from ..data.readers import load_rows
     from .sample_score import SampleConfig, ScoreConfig, run_sample, run_score
 
     data, n_prompts = out / "data", cfg.preset["budget"] // 2

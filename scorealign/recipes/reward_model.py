@@ -30,7 +30,8 @@ from ..core import seeding
 from ..core.checkpoint import save_model
 from ..core.config import config_from_argv, save_config
 from ..core.models import disable_dropout, quiet_transformers, resolve_model_path
-from ..data.formats import Row, load_preferences
+from ..data.formats import load_preferences
+from ..data.readers import Row
 from ..errors import ConfigError
 from ..rewards.classifier import load_classifier, reward_batch
 

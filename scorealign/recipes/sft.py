@@ -8,7 +8,7 @@ prompt (TRL's formats; ``data.load_sft``). The prompt is tokenized exactly as fo
 template with the generation prompt), the completion ends with EOS (or the chat template's
 end-of-turn), so the model learns to stop. Only the final assistant turn is trained on.
 
-SFT is the ``sft`` entry of the shared loop (``algorithms.py``): this file only maps its own config
+SFT is the ``sft`` entry of the shared loop (``algorithms/registry.py``): this file only maps its own config
 (epochs and batch size, the words SFT users think in) onto the loop's, and needs no reference
 model. Loss averaged over the completion tokens of the global batch, as a causal-LM SFT step.
 """

@@ -39,7 +39,8 @@ from ..core.config import (
     to_dict,
 )
 from ..core.models import load_pretrained
-from ..data.formats import Row, load_prompts, row_location, write_jsonl
+from ..data.formats import load_prompts, write_jsonl
+from ..data.readers import Row, row_location
 from ..errors import ConfigError, DataError, one_line
 from ..rewards.language import LanguageFidelity, normalize_language
 from ..rewards.sandbox import DEFAULT_LIMITS, sandbox_limits

@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from ..core.io import atomic_write_text
-from ..data.formats import load_rows, write_jsonl
+from ..data.formats import write_jsonl
+from ..data.readers import load_rows
 from ..eval.reports import markdown_table
 from ..train.config import TrainConfig
 

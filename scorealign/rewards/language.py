@@ -223,7 +223,7 @@ class LanguageFidelity:
 def check_language_field(rows: list[dict], field: str = "language") -> list[dict]:
     """Rows with ``field`` normalised in place of the raw value; DataError naming file, line and
     field for a missing or unknown language."""
-    from ..data.formats import row_location
+    from ..data.readers import row_location
     from ..errors import DataError
 
     out = []

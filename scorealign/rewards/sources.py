@@ -16,7 +16,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from ..data.formats import Row, completion_text, row_fields
+from ..data.formats import completion_text, row_fields
+from ..data.readers import Row
 from ..errors import ConfigError, RewardError, one_line
 from .classifier import ModelReward
 from .sandbox import (

@@ -24,15 +24,14 @@ import torch
 from ..core import seeding
 from ..core.batch import Rollout, concat
 from ..data.formats import (
-    Row,
     group_by_prompt,
     load_preferences,
     load_prompt_rows,
     load_scored,
     load_sft,
     render_prompt,
-    row_location,
 )
+from ..data.readers import Row, row_location
 from ..engine.rollout import completion_logprobs, generate_rollout, pad_rows, pad_token_id
 from ..errors import DataError
 from ..rewards.sources import score_batch
