@@ -2,7 +2,7 @@
 
   scorealign train CONFIG.yaml [--key value ...]     align: pg / reinforce / rloo / ppo / raft / copg / dpo / ipo
   scorealign train --resume RUN_DIR [--key value]    continue a run from its latest checkpoint
-  scorealign demo [--quick] [--key value ...]        SFT -> reward model -> 10 methods -> gold report
+  scorealign demo [--quick] [--toy] [--key value]   real model: SFT -> proxy reward -> methods -> gold report
   scorealign bandit [--epochs N ...]                 the CoPG toy bandit (arXiv 2406.19185 §5)
   scorealign sft CONFIG.yaml [--key value]           supervised fine-tuning (loss on completions)
   scorealign reward-model CONFIG.yaml [--key value]  train a Bradley-Terry reward model
@@ -57,7 +57,7 @@ def cmd_train(args: list[str]) -> int:
 
 
 # command -> "module:function" taking the argument list; imported only when run (fast --help).
-LAZY = {"demo": "recipes.demo:main", "bandit": "recipes.bandit:main", "sft": "recipes.sft:main",
+LAZY = {"demo": "recipes.real_demo:main", "bandit": "recipes.bandit:main", "sft": "recipes.sft:main",
         "reward-model": "recipes.reward_model:main", "sample": "recipes.sample_score:main_sample",
         "score": "recipes.sample_score:main_score", "eval-safety": "eval.safety:main",
         "eval-winrate": "eval.winrate:main", "synth-prefs": "recipes.synth:main"}

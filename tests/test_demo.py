@@ -1,4 +1,4 @@
-"""`scorealign demo --quick`: the whole pipeline end to end (SFT -> reward model -> every method ->
+"""`scorealign demo --toy --quick`: the whole pipeline end to end (SFT -> reward model -> every method ->
 gold evaluation) on the embedded task; the report's structure, and alignment beating SFT."""
 
 import json
@@ -12,7 +12,7 @@ from scorealign.recipes.demo import METHODS
 @pytest.mark.slow
 def test_demo_quick_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert cli(["demo", "--quick", "--output_dir", str(out)]) == 0
+    assert cli(["demo", "--toy", "--quick", "--output_dir", str(out)]) == 0
     printed = capsys.readouterr().out
     for stage in range(1, 7):
         assert f"[{stage}/6]" in printed                                   # progress by stage
@@ -49,7 +49,7 @@ def test_demo_same_seed_same_table(tmp_path):
     wall time aside."""
     def run(name):
         out = tmp_path / name
-        assert cli(["demo", "--quick", "--methods", "rloo-k2,dpo", "--output_dir", str(out)]) == 0
+        assert cli(["demo", "--toy", "--quick", "--methods", "rloo-k2,dpo", "--output_dir", str(out)]) == 0
         policies = json.loads((out / "results.json").read_text())["policies"]
         return {k: {m: v for m, v in r.items() if m != "wall_s"} for k, r in policies.items()}
 
