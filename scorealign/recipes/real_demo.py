@@ -87,7 +87,7 @@ def build_data(cfg: RealDemoConfig, data: Path) -> tuple[list[dict], list[dict]]
 
     p = cfg.preset
     train_rows, eval_rows = task_splits(cfg.seed, p["n_train"], p["n_eval"])
-    noise = DemoNoise(wrong_answer=0.1, wrong_language=0.1, harmful_compliance=0.3,
+    noise = DemoNoise(wrong_answer=0.1, wrong_language=0.1, harmful_compliance=0.2,
                       over_refusal=0.1)
     demos = [{"prompt": chat(row)["prompt"],
               "completion": [{"role": "assistant", "content": d["completion"].strip()}]}
