@@ -87,6 +87,8 @@ class OnlineSource:
         n = n_prompts or cfg.prompts_per_step
         idx = step_prompt_indices(len(self.rows), n, cfg.seed, step)[rank::world]
         prompts = [self.rows[i]["prompt"] for i in idx]
+        # Host on purpose: a seeded CPU generator draws the same uniforms on every device (the
+        # sampler moves them to the model's device).
         uniforms = torch.rand(n * k, cfg.max_new_tokens,            # one row of draws per sample
                               generator=seeding.generator(cfg.seed, "rollout", step))
         uniforms = uniforms.view(n, k, -1)[rank::world].flatten(0, 1)
