@@ -49,6 +49,9 @@ SMOLLM2_135M = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=3
 # (4 heads / 2 KV heads: transformers wants hidden % heads == 0, so not SmolLM2's 3:1).
 SMALL = {**SMOLLM2_135M, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
          "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16}
+# What the check imports (scorealign's run-time needs; not datasets, py3langid or gguf).
+REQUIRED = ("torch", "transformers", "accelerate", "safetensors", "tokenizers", "yaml", "rich",
+            "numpy")
 ALGOS = ("rloo", "grpo", "copg", "dpo", "ppo")          # filtered by ALGORITHMS
 # Max |log-prob difference| allowed between the lean paths and the transformers forward.
 TOLERANCE = {"float32": 2e-3, "bfloat16": 0.25}
@@ -425,6 +428,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="work directory (default: a temporary one)")
     parser.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"])
     args = parser.parse_args(argv)
+    missing = [m for m in REQUIRED if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"gpu_check: missing packages {missing}: on a machine with internet, "
+              "`pip download <names> -d wheels/`, copy wheels/ over, `pip install wheels/*`")
+        return 2
     if args.cpu:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""          # before torch initialises CUDA
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")   # deterministic cuBLAS (resume)
