@@ -23,6 +23,7 @@ It prints one table (check | dtype | result | numbers) and exits 1 if any check 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import math
@@ -300,7 +301,32 @@ def check_accelerate(model: Path, out: Path, dtype: str, plan: Plan, cpu: bool):
             f"finite {finite}")
 
 
-def check_resume(model: Path, out: Path, dtype: str, plan: Plan):
+@contextlib.contextmanager
+def deterministic_kernels(device):
+    """On CUDA: deterministic algorithms (index_select/index_add backward, cuBLAS with
+    CUBLAS_WORKSPACE_CONFIG) and the math SDPA kernel, so that two runs of the same steps agree
+    bit for bit and the resume check tests the checkpoint, not atomics. A no-op on CPU."""
+    import torch
+
+    if device.type != "cuda":
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        with sdpa_kernel([SDPBackend.MATH]):
+            yield
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def check_resume(model: Path, out: Path, dtype: str, plan: Plan, device):
+    with deterministic_kernels(device):
+        return resume_runs(model, out, dtype, plan)
+
+
+def resume_runs(model: Path, out: Path, dtype: str, plan: Plan):
     """As tests/test_core.py's resume test: crash in step 3 (the reward raises), resume."""
     from scorealign.rewards import CallableReward
     from scorealign.train import train
@@ -326,7 +352,7 @@ def check_resume(model: Path, out: Path, dtype: str, plan: Plan):
     train(cfg, reward=reward, resume=True)
     names, diff = changed(weights(full / "final"), weights(out / "resumed" / "final"))
     return not names, (f"{len(names)} tensors differ (max |dw| {diff:.1e}) between 4 steps and "
-                       "2 + crash + resume + 2")
+                       "2 + crash + resume + 2 (CUDA: deterministic kernels)")
 
 
 def peak_memory(device) -> str:
@@ -416,7 +442,7 @@ def run_dtype(table: Table, dtype: str, model: Path, out: Path, device, plan: Pl
         table.run("lora", dtype, check_lora, model, out / f"lora-{dtype}", dtype, plan)
     table.run("accelerate", dtype, check_accelerate, model, out / f"accelerate-{dtype}", dtype,
               plan, cpu)
-    table.run("resume", dtype, check_resume, model, out / f"resume-{dtype}", dtype, plan)
+    table.run("resume", dtype, check_resume, model, out / f"resume-{dtype}", dtype, plan, device)
     table.run("speed", dtype, check_speed, model, dtype, device, plan, tok)
 
 
