@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import torch
@@ -23,6 +24,15 @@ def build_accelerator():
     has_accelerator = torch.cuda.is_available() or (
         hasattr(torch, "xpu") and torch.xpu.is_available()) or torch.backends.mps.is_available()
     return Accelerator(cpu=not has_accelerator)
+
+
+def model_device(model) -> torch.device:
+    """The device of ``model``'s weights, where its inputs must be: ``model.device`` for
+    transformers and peft models and ``AdapterDisabled``, else its first parameter's or buffer's."""
+    device = getattr(model, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    return next(itertools.chain(model.parameters(), model.buffers())).device
 
 
 def quiet_transformers() -> None:
@@ -182,6 +192,10 @@ class AdapterDisabled(torch.nn.Module):
     @property
     def dtype(self):
         return self._policy[0].dtype
+
+    @property
+    def device(self):
+        return self._policy[0].device
 
     def get_base_model(self):
         return self._policy[0].get_base_model()

@@ -25,11 +25,15 @@ def toy_corpus(n_lines: int = 2000, seed: int = 0, words: tuple[str, ...] = TOY_
     return [" ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) for _ in range(n_lines)]
 
 
-def build_tokenizer(out_dir: str | Path, texts: list[str] | None = None, vocab_size: int = 96):
+def build_tokenizer(out_dir: str | Path, texts: list[str] | None = None, vocab_size: int = 96,
+                    pad_to: int | None = None):
     """Train a byte-level BPE tokenizer on ``texts`` and save it (with a chat template).
 
     Its alphabet is the bytes seen in ``texts`` (kept small on purpose, so that a random tiny
     model emits each word often enough to learn from); other characters are dropped on encoding.
+    ``pad_to``: fill the vocabulary up to this many ids with filler tokens (``w00000``, ...), so
+    that a model with a real-size vocabulary (49152 for SmolLM2) decodes every id it samples
+    (a BPE trained on the toy corpus stops far below that; unknown ids would decode to "").
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -40,11 +44,28 @@ def build_tokenizer(out_dir: str | Path, texts: list[str] | None = None, vocab_s
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                   show_progress=False)  # alphabet: the corpus's bytes only
     tok.train_from_iterator(texts if texts is not None else toy_corpus(), trainer=trainer)
+    if pad_to is not None and pad_to > tok.get_vocab_size():
+        tok = filled_vocabulary(tok, pad_to)
     hf = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|pad|>", bos_token="<|bos|>",
                                  eos_token="<|eos|>")
     hf.chat_template = CHAT_TEMPLATE
     hf.save_pretrained(str(out_dir))
     return hf
+
+
+def filled_vocabulary(tok, size: int):
+    """``tok`` (a trained byte-level BPE) with filler entries `` w00000``, ... appended to its
+    vocabulary up to ``size`` ids: ordinary vocabulary entries (no merge produces them, so
+    encoding is unchanged), not added tokens, which would make loading take seconds."""
+    import json
+
+    from tokenizers import Tokenizer
+
+    state = json.loads(tok.to_str())
+    vocab = state["model"]["vocab"]
+    start = len(vocab)
+    vocab.update({f"\u0120w{i:05d}": start + i for i in range(size - tok.get_vocab_size())})
+    return Tokenizer.from_str(json.dumps(state))
 
 
 def model_config(arch: str, vocab_size: int, hidden: int = 32, layers: int = 2, heads: int = 4,

@@ -48,7 +48,9 @@ def linear_weights(m: nn.Module) -> tuple[Tensor, Tensor | None] | None:
     weight = base.weight
     for a in adapters:
         weight = weight + m.get_delta_weight(a)
-    return weight, base.bias
+    # peft keeps adapters in float32 under a bfloat16/float16 base (autocast_adapter_dtype): the
+    # sum is float32, and the decode products need the activations' (the base's) dtype.
+    return weight.to(base.weight.dtype), base.bias
 
 
 def _linears(model) -> list[nn.Module]:

@@ -23,6 +23,7 @@ import torch
 
 from ..core import seeding
 from ..core.batch import Rollout, concat
+from ..core.models import model_device
 from ..data.formats import (
     group_by_prompt,
     load_preferences,
@@ -86,6 +87,8 @@ class OnlineSource:
         n = n_prompts or cfg.prompts_per_step
         idx = step_prompt_indices(len(self.rows), n, cfg.seed, step)[rank::world]
         prompts = [self.rows[i]["prompt"] for i in idx]
+        # Host on purpose: a seeded CPU generator draws the same uniforms on every device (the
+        # sampler moves them to the model's device).
         uniforms = torch.rand(n * k, cfg.max_new_tokens,            # one row of draws per sample
                               generator=seeding.generator(cfg.seed, "rollout", step))
         uniforms = uniforms.view(n, k, -1)[rank::world].flatten(0, 1)
@@ -190,15 +193,19 @@ class OfflineSource:
         kept, and one pass over all rows beats one per micro-batch on small GEMMs) and cached."""
         missing = [i for i, key in enumerate(keys) if key not in self.ref_cache]
         if missing:
-            mb = batch.select(torch.tensor(missing, dtype=torch.long))
+            # The dataset batch is built on the host; the reference runs on its own device.
+            mb = batch.select(torch.tensor(missing, dtype=torch.long)).to(
+                model_device(self.ref_model))
             with torch.inference_mode():
                 lp = completion_logprobs(self.ref_model, mb.prompt_ids, mb.prompt_mask,
                                          mb.completion_ids, mb.completion_mask,
                                          self.cfg.temperature)                   # [m, C']
-            lengths = mb.completion_mask.sum(1).tolist()
+            # The cache stays on the host (one entry per example, kept for the whole run: not
+            # device memory); the loop moves the assembled batch to the device.
+            lp, lengths = lp.cpu(), mb.completion_mask.sum(1).tolist()
             for row, i in enumerate(missing):
                 self.ref_cache[keys[i]] = lp[row, :lengths[row]].clone()
-        out = torch.zeros(batch.completion_ids.shape)
+        out = torch.zeros(batch.completion_ids.shape)                            # host, as batch
         for i, key in enumerate(keys):
             out[i, :len(self.ref_cache[key])] = self.ref_cache[key]
         return out

@@ -336,6 +336,7 @@ def minibatch_rows(n_rows: int, group: int, cfg: TrainConfig, step: int, epoch: 
 def micro_batches(batch, rows: torch.Tensor, group: int, size: int) -> list[torch.Tensor]:
     """``rows`` sorted by length (whole groups of ``group`` rows together, by their longest) and
     split into micro-batches of ``size`` rows: less padding per forward pass."""
+    # Host on purpose: row bookkeeping (the indices select rows of a device batch, as CUDA allows).
     lengths = (batch.prompt_mask.sum(1) + batch.completion_mask.sum(1)).cpu()   # [b]
     groups = rows.view(-1, group)                                               # [n, group]
     order = lengths[groups].max(1).values.argsort(stable=True)
