@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         known = describe_failure(e)
         if known is not None:
-            if isinstance(e, BrokenPipeError):      # no second error when Python flushes stdout
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            if isinstance(e, BrokenPipeError) and sys.stdout is sys.__stdout__:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no 2nd error
             return fail(*known)
         traceback.print_exc()
         return fail(1, f"internal error ({one_line(e, 200)}): this is a bug in scorealign; please "

@@ -93,6 +93,9 @@ class TrainConfig(RewardBlock, TrainModelsData):
                     "num_epochs", "num_minibatches", "raft_top_m", "replay_size", "eval_prompts"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}={getattr(self, key)}: must be >= 1")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise ConfigError(f"temperature={self.temperature}, top_p={self.top_p}: temperature "
+                              "must be > 0 and top_p in (0, 1]")
         if self.lora_r < 0:
             raise ConfigError(f"lora_r={self.lora_r}: must be >= 0 (0 = full fine-tuning)")
         for key in ("clip_eps", "value_clip_eps"):
