@@ -12,17 +12,21 @@
   scorealign eval-winrate CONFIG.yaml [--key value]  policy vs baseline win-rate per language
   scorealign synth-prefs CONFIG.yaml [--key value]   multilingual preference pairs (arXiv 2407.02552)
 
-Errors in the user's input print one line and exit with status 2 (no traceback).
+Errors in the user's input print one line and exit with status 2 (no traceback); expected
+faults (out of memory, disk full, broken pipe, a missing optional module) print one line and exit
+non-zero; anything else is a bug: its traceback, then one line asking to report it.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import traceback
 from pathlib import Path
 
 from .core.config import load_config, print_config_help
-from .errors import ConfigError, UserError
+from .errors import ConfigError, UserError, describe_failure, one_line
 from .train.config import TrainConfig
 
 USAGE = __doc__.split("\n\n")[1]
@@ -41,6 +45,9 @@ def cmd_train(args: list[str]) -> int:
             raise ConfigError("--resume: missing run directory")
         resume = Path(args[i + 1])
         args = args[:i] + args[i + 2:]
+        if any(a == "--overwrite" or a.startswith("--overwrite=") for a in args):
+            raise ConfigError("--resume and --overwrite exclude each other: --resume continues "
+                              "the run, --overwrite moves it aside and starts a new one")
     path = args[0] if args and not args[0].startswith("--") else None
     overrides = args[1:] if path else args
     if resume is not None:
@@ -72,18 +79,38 @@ def run_command(name: str, args: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; the one error boundary of the package (see the module docstring)."""
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        return dispatch(argv)
+    except UserError as e:
+        return fail(2, str(e))
+    except KeyboardInterrupt:
+        return fail(130, "interrupted")
+    except Exception as e:
+        known = describe_failure(e)
+        if known is not None:
+            if isinstance(e, BrokenPipeError) and sys.stdout is sys.__stdout__:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no 2nd error
+            return fail(*known)
+        traceback.print_exc()
+        return fail(1, f"internal error ({one_line(e, 200)}): this is a bug in scorealign; please "
+                       "report it with the command and the traceback above")
+
+
+def fail(code: int, line: str) -> int:
+    print(f"scorealign: error: {line}", file=sys.stderr, flush=True)
+    return code
+
+
+def dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print(USAGE)
         if argv and argv[0] not in ("-h", "--help"):
             print(f"scorealign: error: unknown command {argv[0]!r}", file=sys.stderr)
             return 2
         return 0
-    try:
-        return run_command(argv[0], argv[1:])
-    except UserError as e:
-        print(f"scorealign: error: {e}", file=sys.stderr)
-        return 2
+    return run_command(argv[0], argv[1:])
 
 
 if __name__ == "__main__":

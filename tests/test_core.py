@@ -3,11 +3,11 @@
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from multiproc import torchrun
 from safetensors.torch import load_file
 
 from scorealign.algorithms import losses
@@ -120,8 +120,7 @@ def test_two_processes_match_one(tiny_model_dir, tmp_path, monkeypatch):
     cfg_file.write_text(f"model: {model}\ndataset: toy\nsteps: 2\nprompts_per_step: 4\nk: 2\n"
                         f"micro_batch_size: 2\nmax_new_tokens: 8\nlr: {LR}\nrewards: [builtin:length]\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", "29533", "-m", "scorealign.cli", "train", str(cfg_file),
+    cmd = [*torchrun(2), "-m", "scorealign.cli", "train", str(cfg_file),
            "--output_dir", str(tmp_path / "two")]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

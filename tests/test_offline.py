@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from multiproc import torchrun
 
 from scorealign.algorithms import ALGORITHMS, losses
 from scorealign.cli import main as cli
@@ -252,8 +253,8 @@ def test_offline_errors(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo, port", [("dpo", 29551), ("copg", 29552)])
-def test_two_processes_match_one_for_grouped_losses(algo, port, tiny_model_dir, pair_file,
+@pytest.mark.parametrize("algo", ["dpo", "copg"])
+def test_two_processes_match_one_for_grouped_losses(algo, tiny_model_dir, pair_file,
                                                     tmp_path, monkeypatch):
     """torchrun --nproc_per_node 2 (gloo): DPO pairs (offline, cached reference) and online CoPG
     groups split over two processes give one process's update (the loss is a mean over the
@@ -261,7 +262,6 @@ def test_two_processes_match_one_for_grouped_losses(algo, port, tiny_model_dir, 
     wrapped policy takes the transformers forward, and the two differ in round-off)."""
     import os
     import subprocess
-    import sys
 
     from safetensors.torch import load_file
 
@@ -276,8 +276,7 @@ def test_two_processes_match_one_for_grouped_losses(algo, port, tiny_model_dir, 
                       output_dir=str(tmp_path / "one"), **extra)
     one = train(cfg)
     save_config(cfg, tmp_path / "cfg.yaml")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(port), "-m", "scorealign.cli", "train", str(tmp_path / "cfg.yaml"),
+    cmd = [*torchrun(2), "-m", "scorealign.cli", "train", str(tmp_path / "cfg.yaml"),
            "--output_dir", str(tmp_path / "two")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -6,10 +6,10 @@ import json
 import math
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
+from multiproc import torchrun
 from safetensors.torch import load_file
 
 from scorealign.algorithms import ALGORITHMS, losses
@@ -305,8 +305,8 @@ def test_ppo_resume_is_bit_identical(tiny, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo, port", [("ppo", 29541), ("raft", 29542)])
-def test_two_processes_match_one_for_token_level_losses(tiny, tmp_path, algo, port):
+@pytest.mark.parametrize("algo", ["ppo", "raft"])
+def test_two_processes_match_one_for_token_level_losses(tiny, tmp_path, algo):
     """torchrun --nproc_per_node 2 (gloo): the token normaliser is summed over processes, so the
     update (policy, and PPO's value model) equals one process's, though ranks hold different
     token counts; RAFT keeps its best rows per rank."""
@@ -321,8 +321,7 @@ def test_two_processes_match_one_for_token_level_losses(tiny, tmp_path, algo, po
     one = train(cfg)
     cfg_file = tmp_path / "cfg.yaml"
     save_config(cfg, cfg_file)                                    # the same config, as YAML
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(port), "-m", "scorealign.cli", "train", str(cfg_file), "--output_dir",
+    cmd = [*torchrun(2), "-m", "scorealign.cli", "train", str(cfg_file), "--output_dir",
            str(tmp_path / "two")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -161,15 +161,24 @@ def _check_key(cls, key: str, where: str) -> None:
         raise ConfigError(f"{where}: unknown key '{key}'{hint}")
 
 
+# Flags that may be given bare (``--overwrite`` = ``--overwrite true``).
+BARE_FLAGS = ("overwrite",)
+# Keys of a command's invocation, not of its run: never saved in a run's config.yaml.
+NOT_SAVED = ("overwrite",)
+
+
 def parse_overrides(args: list[str]) -> dict[str, str]:
-    """['--lr', '1e-5', '--k=2'] -> {'lr': '1e-5', 'k': '2'} (dashes in names become underscores)."""
+    """['--lr', '1e-5', '--k=2'] -> {'lr': '1e-5', 'k': '2'} (dashes in names become underscores;
+    a bare ``--overwrite`` is ``--overwrite true``)."""
     out, i = {}, 0
     while i < len(args):
         arg = args[i]
         if not arg.startswith("--"):
             raise ConfigError(f"unexpected argument {arg!r}: overrides look like --key value")
         key, eq, value = arg[2:].partition("=")
-        if not eq:
+        if not eq and key in BARE_FLAGS and (i + 1 == len(args) or args[i + 1].startswith("--")):
+            value = "true"
+        elif not eq:
             if i + 1 >= len(args):
                 raise ConfigError(f"--{key}: missing value")
             value, i = args[i + 1], i + 1
@@ -208,7 +217,8 @@ def to_dict(cfg) -> dict:
 
 def save_config(cfg, path: str | Path) -> None:
     """Write the resolved config as YAML, atomically."""
-    atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
+    values = {k: v for k, v in to_dict(cfg).items() if k not in NOT_SAVED}
+    atomic_write_text(Path(path), yaml.safe_dump(values, sort_keys=False, allow_unicode=True))
 
 
 def config_from_argv(cls, argv: list[str], usage: str):

@@ -7,8 +7,20 @@ its own after them (PPO: value_loss, explained_variance).
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
+
+from ..errors import ConfigError
+
+
+def require_tensorboard() -> None:
+    """A one-line ConfigError with the install line when tensorboard is missing."""
+    try:
+        importlib.import_module("torch.utils.tensorboard")
+    except ImportError:
+        raise ConfigError("tensorboard: true needs tensorboard: pip install "
+                          "'scorealign[tensorboard]'") from None
 
 
 class ProgressLog:

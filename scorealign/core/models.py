@@ -77,6 +77,10 @@ def load_pretrained(auto_cls, path: str, what: str, trust_remote_code: bool = Fa
     try:
         model = auto_cls.from_pretrained(src, trust_remote_code=trust_remote_code, **kwargs)
     except Exception as e:
+        if "Weights only load failed" in str(e) or type(e).__name__ == "UnpicklingError":
+            raise ConfigError(f"cannot load {what} {path!r}: its weights are a pickle "
+                              "(pytorch_model.bin) holding more than tensors, which scorealign "
+                              "never unpickles; convert it to model.safetensors") from None
         raise ConfigError(f"cannot load {what} {path!r}: {one_line(e)}{hub_hint(path)}") from e
     return model, tok
 
@@ -117,11 +121,11 @@ def disable_dropout(model):
     return model
 
 
-def load_causal_lm(path: str, cfg, trainable: bool):
+def load_causal_lm(path: str, cfg, trainable: bool, what: str = "model"):
     """``AutoModelForCausalLM`` (safetensors preferred, dropout disabled) in ``cfg.dtype``."""
     from transformers import AutoModelForCausalLM
 
-    model, _ = load_pretrained(AutoModelForCausalLM, path, "model", cfg.trust_remote_code,
+    model, _ = load_pretrained(AutoModelForCausalLM, path, what, cfg.trust_remote_code,
                                tokenizer=False, dtype=DTYPES[cfg.dtype])
     disable_dropout(model)
     model.train(trainable)
@@ -144,10 +148,11 @@ def load_models(cfg, run_dir: Path, accelerator, policy_path: Path | None = None
     if cfg.lora_r:                    # one resident copy: pi_ref is the policy, adapter off
         policy = with_lora(load_causal_lm(path, cfg, trainable=False), cfg, policy_path)
         ref_model = (AdapterDisabled(policy) if cfg.ref_model is None else
-                     load_causal_lm(cfg.ref_model, cfg, trainable=False).to(accelerator.device))
+                     load_causal_lm(cfg.ref_model, cfg, False, "ref_model").to(accelerator.device))
         return policy, ref_model, tokenizer
     policy = load_causal_lm(str(policy_path or path), cfg, trainable=True)
-    ref_model = (load_causal_lm(cfg.ref_model or path, cfg, trainable=False).to(accelerator.device)
+    ref_model = (load_causal_lm(cfg.ref_model or path, cfg, False,
+                                "ref_model" if cfg.ref_model else "model").to(accelerator.device)
                  if reference else None)
     return policy, ref_model, tokenizer
 

@@ -64,6 +64,15 @@ def _check_text(row: Row, field: str, value: Any, conversational: bool | None = 
     raise row_error(row, f"field '{field}' must be {wanted[conversational]}, got {kind_of(value)}")
 
 
+def _require_user_turn(row: Row, field: str, prompt: Prompt) -> Prompt:
+    """A conversational prompt must hold a user turn (a system turn alone asks nothing)."""
+    if isinstance(prompt, list) and not any(m["role"] == "user" for m in prompt):
+        roles = ", ".join(m["role"] for m in prompt)
+        raise row_error(row, f"field '{field}' has no user turn before the final assistant turn "
+                             f"(roles: {roles})")
+    return prompt
+
+
 def _split_last_assistant(row: Row, messages: Any) -> tuple[list[dict], list[dict]]:
     """``messages`` -> (all turns before the final assistant turn, [final assistant turn])."""
     messages = _check_text(row, "messages", messages, conversational=True)
@@ -74,7 +83,7 @@ def _split_last_assistant(row: Row, messages: Any) -> tuple[list[dict], list[dic
         raise row_error(row, "field 'messages' has no turns before the final assistant turn")
     if not messages[-1]["content"].strip():
         raise row_error(row, "field 'messages' has an empty final assistant turn")
-    return messages[:-1], messages[-1:]
+    return _require_user_turn(row, "messages", messages[:-1]), messages[-1:]
 
 
 def _parse_score(row: Row, field: str) -> float:
@@ -111,6 +120,8 @@ def load_prompts(source: str | os.PathLike, field: str = "prompt", split: str = 
             prompt = _check_text(row, "messages", messages, conversational=True)
         else:
             prompt = _check_text(row, field, row.get(field))
+        prompt = _require_user_turn(row, field if row.get(field) is not None else "messages",
+                                    prompt)
         out.append({**row, "prompt": prompt})
     return out
 

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.memory import ensure_memory
 from .llama import architecture_ok, head_dim, rms_norm, rotary_tables, rotate, unwrap
 from .tensors import prompt_groups
 
@@ -154,6 +155,10 @@ class LeanDecoder:
             self.down.append(Linear(*_fuse(m.down_proj), B))
         self.head = Linear(*_fuse(model.lm_head), B)
         n = len(inner.layers)
+        per_row = ((2 * n * self.K * self.d + 2 * self.d + 2) * max_slots + 4 * cfg.vocab_size
+                   ) * w.element_size() + 9 * max_slots      # caches, rotary, bias, logits, ids
+        ensure_memory(2 * per_row * B, w.device,              # x2: the step's intermediates
+                      f"sampling {B} sequences at once (KV cache, logits)")
         self.k_cache = w.new_zeros(n, B, self.K, max_slots, self.d)           # [n, B, K, S, d]
         self.v_cache = torch.zeros_like(self.k_cache)
         self.valid = torch.ones(B, max_slots, dtype=torch.bool, device=w.device)  # [B, S]

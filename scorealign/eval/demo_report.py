@@ -103,11 +103,9 @@ def harmful_table(results: dict) -> str:
 
 
 def plots(out: Path, results: dict, methods) -> list[str]:
-    """gold_vs_step.png (eval.jsonl of every run) and reward_vs_kl.png; [] without matplotlib."""
-    try:
-        plt = require_matplotlib()
-    except Exception:                                         # plots are optional: the table is not
-        return []
+    """gold_vs_step.png (eval.jsonl of every run) and reward_vs_kl.png (matplotlib is a base
+    dependency: a missing one is an error, never silently skipped plots)."""
+    plt = require_matplotlib()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name in methods:
         rows = [json.loads(x) for x in (out / name / "eval.jsonl").read_text().splitlines()]

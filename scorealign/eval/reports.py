@@ -72,16 +72,17 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def require_matplotlib():
-    """``matplotlib.pyplot`` on the Agg backend, or a ConfigError saying how to get it."""
+def require_matplotlib(alternative: str = ""):
+    """``matplotlib.pyplot`` on the Agg backend, or a ConfigError saying how to get it (and
+    ``alternative``, such as ``--plot false``)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ConfigError("plot: matplotlib is not installed (pip install 'scorealign[plot]'), "
-                          "or pass --plot false") from None
+        raise ConfigError("plots: matplotlib is not installed (pip install 'scorealign[plot]')"
+                          f"{alternative}") from None
     return plt
 
 

@@ -201,7 +201,7 @@ def report_markdown(report: dict) -> str:
 
 def plot_harmful_rates(report: dict, path: Path) -> None:
     """Grouped bars: harmful rate per language, one bar per global/local, Wilson 95% error bars."""
-    plt = require_matplotlib()
+    plt = require_matplotlib(", or pass --plot false")
     by = report["harmful_rate"]["by_language_scope"]
     langs = list(by)
     fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(langs) + 2), 3.5))
@@ -226,7 +226,7 @@ def plot_harmful_rates(report: dict, path: Path) -> None:
 def run_eval_safety(cfg: SafetyConfig, judge=None, refusal=None) -> dict:
     """Steps 1-5 (module docstring); ``judge``/``refusal`` objects override the specs."""
     if cfg.plot:
-        require_matplotlib()
+        require_matplotlib(", or pass --plot false")
     t0, out_dir = time.perf_counter(), Path(cfg.output_dir)
     rows = load_completion_rows(cfg.completions) if cfg.completions else generate_rows(cfg)
     if cfg.languages:

@@ -33,6 +33,7 @@ from ..algorithms.losses import (
     preference_margin,
 )
 from ..core.io import atomic_write, atomic_write_text
+from ..eval.reports import require_matplotlib
 
 Tensor = torch.Tensor
 DTYPE = torch.float64
@@ -331,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.epochs < 1 or a.seeds < 1 or a.long_epochs < 0:
         p.error("need --epochs >= 1, --seeds >= 1 and --long-epochs >= 0")
     cfg = BanditConfig(epochs=a.epochs, long_epochs=a.long_epochs, seeds=a.seeds, out=a.out)
+    require_matplotlib()                     # bandit.png is promised: check before training
     start = time.perf_counter()
     data = sample_pairs(cfg.seeds)
     regrets, logits = train(data, max(cfg.epochs, cfg.long_epochs))

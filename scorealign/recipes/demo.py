@@ -57,6 +57,7 @@ class DemoConfig:
     lr: float = 1e-4  # alignment learning rate, every method
     beta: float = 0.1  # KL coefficient of every method (DPO: its beta; IPO: its tau)
     output_dir: str = "runs/demo"  # everything the demo writes
+    overwrite: bool = False  # a non-empty output_dir is moved aside to output_dir.old-<time> (default: refuse; see README, Reliability)
 
     def __post_init__(self):
         unknown = [m for m in self.methods if m not in METHODS]
@@ -160,12 +161,14 @@ def method_config(cfg: DemoConfig, name: str, out: Path, sft_model: Path, reward
 
 
 def run_demo(cfg: DemoConfig) -> Path:
+    from ..core.rundir import claim
     from ..eval import demo_report
     from ..tasks import GoldReward
     from .reward_model import RewardModelConfig, train_reward_model
     from .sft import SFTConfig, run_sft
 
     out, t0 = Path(cfg.output_dir), time.perf_counter()
+    claim(out, cfg.overwrite)                   # refuses a non-empty output_dir without overwrite
     p = cfg.preset
     stage(1, f"task: {p['n_train']} train / {p['n_eval']} eval prompts, en fr es ru", t0)
     _, eval_rows, base = build_task(cfg, out)

@@ -26,9 +26,10 @@ from pathlib import Path
 import torch
 
 from ..algorithms.losses import bradley_terry_loss
-from ..core import seeding
+from ..core import rundir, seeding
 from ..core.checkpoint import save_model
 from ..core.config import config_from_argv, save_config
+from ..core.io import atomic_write_text
 from ..core.models import disable_dropout, quiet_transformers, resolve_model_path
 from ..data.formats import load_preferences
 from ..data.readers import Row
@@ -53,6 +54,7 @@ class RewardModelConfig:
     max_grad_norm: float = 1.0  # gradient clipping by global norm (0 disables)
     seed: int = 0  # seeds the tiny model, the score head, the held-out split and the pair order
     output_dir: str = "runs/reward_model"  # config.yaml, metrics.jsonl, final/ (model + tokenizer)
+    overwrite: bool = False  # a non-empty output_dir is moved aside to output_dir.old-<time> (default: refuse; see README, Reliability)
 
     def __post_init__(self):
         if not self.dataset:
@@ -112,13 +114,18 @@ def train_reward_model(cfg: RewardModelConfig) -> dict[str, float]:
     quiet_transformers()
     run_dir = Path(cfg.output_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    rundir.check_new_run(run_dir, cfg.overwrite)          # reads only; the inputs come first
     train_pairs, eval_pairs = split_pairs(load_preferences(cfg.dataset, cfg.dataset_split),
                                           cfg.eval_fraction, cfg.seed)
-    model, tokenizer = load_reward_model(cfg, device)
+    with rundir.fresh_run(run_dir) as fresh:
+        if cfg.model == "tiny":                            # built in the run directory
+            fresh.claim(cfg.overwrite)
+        model, tokenizer = load_reward_model(cfg, device)
+        fresh.claim(cfg.overwrite)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     save_config(cfg, run_dir / "config.yaml")
     metrics_path = run_dir / "metrics.jsonl"
-    metrics_path.write_text("")
+    atomic_write_text(metrics_path, "")
     print(f"scorealign reward-model: {len(train_pairs)} training pairs, {len(eval_pairs)} held "
           f"out; {cfg.epochs} epoch(s) of batches of {cfg.batch_size} pairs on {device}; "
           f"run dir {run_dir}")

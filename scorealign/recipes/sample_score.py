@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..core.config import RewardBlock, SamplingBlock, config_from_argv
 from ..core.models import load_causal_lm, load_tokenizer, quiet_transformers
+from ..core.rundir import check_output_file
 from ..data.formats import load_prompt_rows, load_sft, write_jsonl
 from ..engine.generate import sample_rows
 from ..errors import ConfigError
@@ -38,6 +39,7 @@ class SampleConfig(SamplingBlock):
     max_new_tokens: int = 64  # completion length limit (rows that hit it have truncated=true)
     batch_size: int = 16  # prompts per generation call (batch = batch_size * k sequences)
     output: str = "samples.jsonl"  # output JSONL file
+    overwrite: bool = False  # replace an existing output file (default: refuse)
 
     def __post_init__(self):
         super().__post_init__()
@@ -55,6 +57,7 @@ class ScoreConfig(RewardBlock):
     dataset_split: str = "train"  # split to read from a hub dataset or dataset dir
     batch_size: int = 64  # rows per reward call
     output: str = "scored.jsonl"  # output JSONL in the long format of offline CoPG (prompt, completion, score)
+    overwrite: bool = False  # replace an existing output file (default: refuse)
 
     def __post_init__(self):
         super().__post_init__()
@@ -70,6 +73,7 @@ class ScoreConfig(RewardBlock):
 def run_sample(cfg: SampleConfig) -> Path:
     """Load the model and prompts, sample, write ``cfg.output``; return its path."""
     quiet_transformers()
+    check_output_file(cfg.output, cfg.overwrite)
     rows = load_prompt_rows(cfg)
     model = load_causal_lm(cfg.model, cfg, trainable=False)
     tokenizer = load_tokenizer(cfg.model, "model", cfg.trust_remote_code)
@@ -88,6 +92,7 @@ def run_sample(cfg: SampleConfig) -> Path:
 
 def run_score(cfg: ScoreConfig, reward=None) -> Path:
     """Score ``cfg.dataset`` with ``reward`` (default: ``cfg.rewards``); write ``cfg.output``."""
+    check_output_file(cfg.output, cfg.overwrite)
     rows = load_sft(cfg.dataset, cfg.dataset_split)   # prompt + completion, validated per row
     source = reward or rewards_from_config(cfg)
     t0 = time.perf_counter()

@@ -47,6 +47,7 @@ class SFTConfig:
     seed: int = 0  # data order and the tiny model
     output_dir: str = "runs/sft"  # run directory: config, metrics.jsonl, checkpoints, final model
     save_every: int = 0  # checkpoint every N steps (0: only at the end)
+    overwrite: bool = False  # a non-empty output_dir is moved aside to output_dir.old-<time> (default: refuse; see README, Reliability)
     tensorboard: bool = False  # also write TensorBoard event files
     eval_every: int = 0  # every N steps: mean reward of one sample per eval prompt (needs eval_rewards)
     eval_prompts: int = 64  # how many eval prompts

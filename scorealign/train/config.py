@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from ..algorithms.registry import ALGORITHMS, Algorithm, check_config
 from ..core.config import DTYPE_CHOICES, Block, RewardBlock
@@ -71,6 +72,7 @@ class TrainConfig(RewardBlock, TrainModelsData):
     # --- output
     output_dir: str = "runs/train"  # run directory: config, metrics.jsonl, checkpoints, final model
     save_every: int = 0  # checkpoint every N steps (0: only at the end)
+    overwrite: bool = False  # a non-empty output_dir is moved aside to output_dir.old-<time> (default: refuse; see README, Reliability)
     tensorboard: bool = False  # also write TensorBoard event files (needs the tensorboard extra)
     # --- held-out evaluation (eval.jsonl)
     eval_every: int = 0  # every N steps (and before the first and after the last): mean reward of one policy sample per eval prompt (0: off)
@@ -91,6 +93,9 @@ class TrainConfig(RewardBlock, TrainModelsData):
                     "num_epochs", "num_minibatches", "raft_top_m", "replay_size", "eval_prompts"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}={getattr(self, key)}: must be >= 1")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise ConfigError(f"temperature={self.temperature}, top_p={self.top_p}: temperature "
+                              "must be > 0 and top_p in (0, 1]")
         if self.lora_r < 0:
             raise ConfigError(f"lora_r={self.lora_r}: must be >= 0 (0 = full fine-tuning)")
         for key in ("clip_eps", "value_clip_eps"):
@@ -115,3 +120,34 @@ class TrainConfig(RewardBlock, TrainModelsData):
     def data_kind(self) -> str:
         """What a step's batch holds: online | mixed | scored | pairs | demonstrations."""
         return self.algorithm.data_kind(self)
+
+
+def batch_summary(cfg: TrainConfig, world: int, trained_rows: int, run_dir: Path) -> str:
+    """The batch arithmetic, stated once at the start."""
+    g = cfg.group_size
+    unit = cfg.algorithm.group_word.format(k=g)
+    return (f"scorealign {cfg.algo} ({cfg.data_kind}): {world} process(es); batch "
+            f"{cfg.prompts_per_step * g} sequences = {cfg.prompts_per_step} {unit}; "
+            f"{cfg.num_epochs} epoch(s) x {cfg.num_minibatches} minibatch(es) of "
+            f"{trained_rows // cfg.num_minibatches} sequences per process, micro-batches of "
+            f"{cfg.micro_batch_size}; run dir {run_dir}")
+
+
+def check_batch_arithmetic(cfg: TrainConfig, world: int) -> int:
+    """Check that the batch splits evenly over processes and micro-batches; return the number of
+    rows trained on per process and step (b = B / world, or the rows the algorithm selects)."""
+    if cfg.prompts_per_step % world:
+        raise ConfigError(f"prompts_per_step={cfg.prompts_per_step} must be divisible by the "
+                          f"number of processes ({world})")
+    local_batch = cfg.prompts_per_step // world * cfg.group_size
+    if local_batch % cfg.micro_batch_size:
+        raise ConfigError(f"per-process batch {local_batch} (prompts_per_step/processes * "
+                          f"{'k' if cfg.group_size == cfg.k else cfg.group_size}) must be "
+                          f"divisible by micro_batch_size={cfg.micro_batch_size}")
+    kept = cfg.algorithm.rows_trained(cfg, local_batch)
+    groups = kept // cfg.group_size if cfg.algorithm.grouped else kept
+    if groups < cfg.num_minibatches:
+        raise ConfigError(f"num_minibatches={cfg.num_minibatches}: more minibatches than the "
+                          f"{groups} {'groups' if groups != kept else 'sequences'} trained on "
+                          "per process and step")
+    return kept

@@ -32,9 +32,9 @@ import torch
 from ..algorithms import losses
 from ..algorithms.critic import Critic
 from ..algorithms.registry import Algorithm
-from ..core import checkpoint, seeding
-from ..core.config import save_config
-from ..core.metrics import ProgressLog
+from ..core import checkpoint, rundir, seeding
+from ..core.config import save_config, to_dict
+from ..core.metrics import ProgressLog, require_tensorboard
 from ..core.models import build_accelerator, load_models
 from ..data.formats import load_prompt_rows
 from ..engine.rollout import completion_logprobs
@@ -43,7 +43,7 @@ from ..eval.heldout import HeldOutEval
 from ..rewards.sandbox import SandboxLimits
 from ..rewards.sources import rewards_from_specs
 from .batches import BatchSource, build_source
-from .config import TrainConfig
+from .config import TrainConfig, batch_summary, check_batch_arithmetic
 
 # Metrics summed over processes (counts); every other metric is averaged.
 SUMMED_METRICS = ("reward/skipped",)
@@ -74,20 +74,67 @@ def train(cfg: TrainConfig, reward=None, resume: bool = False, eval_reward=None)
     """Run ``cfg`` to completion and return the run directory (final model in ``final/``).
 
     ``reward`` / ``eval_reward``: optional Python reward sources (override ``cfg.rewards`` /
-    ``cfg.eval_rewards``); ``resume``: continue from the latest checkpoint in ``cfg.output_dir``.
+    ``cfg.eval_rewards``); ``resume``: continue from the newest intact checkpoint in
+    ``cfg.output_dir``. A new run needs an empty (or absent) ``output_dir`` unless
+    ``cfg.overwrite`` (``core.rundir``); nothing is written before the inputs are loaded.
     """
     run_dir = Path(cfg.output_dir)
     accelerator = build_accelerator()
     world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
     trained_rows = check_batch_arithmetic(cfg, world)
-    torch.manual_seed(cfg.seed)
-    ckpt = checkpoint.latest_checkpoint(run_dir) if resume else None
-    if resume and ckpt is None:
+    ckpt = resume_checkpoint(cfg, run_dir, resume, accelerator.is_main_process)
+    accelerator.wait_for_everyone()
+    with rundir.fresh_run(run_dir, ckpt is None and accelerator.is_main_process) as fresh:
+        run, evaluate = setup(cfg, run_dir, accelerator, ckpt, fresh, reward, eval_reward)
+        state, start = ({}, 0) if ckpt is None else restore(run, ckpt)
+        if accelerator.is_main_process:
+            save_config(cfg, run_dir / "config.yaml")
+            print(batch_summary(cfg, world, trained_rows, run_dir))
+        log = ProgressLog(run_dir, cfg, start, accelerator.is_main_process)
+        if evaluate is not None and start == 0:
+            log.eval(0, evaluate(accelerator.unwrap_model(run.policy), rank, world, device))
+        for step in range(start, cfg.steps):
+            state = train_step(run, step, state, log, evaluate)
+            fresh.started = True
+
+    if accelerator.is_main_process:
+        checkpoint.save_model(accelerator.unwrap_model(run.policy), run.tokenizer,
+                              run_dir / "final")
+    log.close()
+    accelerator.wait_for_everyone()
+    return run_dir
+
+
+def resume_checkpoint(cfg: TrainConfig, run_dir: Path, resume: bool, is_main: bool):
+    """None for a new run (after checking, read-only, that ``run_dir`` may take it); on resume,
+    the newest intact checkpoint (stale temporaries of interrupted writes removed first), whose
+    config must match ``cfg`` in every key that changes the run."""
+    if not resume:
+        rundir.check_new_run(run_dir, cfg.overwrite)
+        return None
+    if is_main and (removed := rundir.remove_stale_temporaries(run_dir)):
+        print(f"scorealign: notice: removed {len(removed)} temporary file(s) of interrupted "
+              f"writes from {run_dir}: {', '.join(removed)}", flush=True)
+    ckpt = checkpoint.intact_checkpoint(run_dir, None if is_main else (lambda text: None))
+    if ckpt is None:
         raise ConfigError(f"--resume: no checkpoint found in '{run_dir}/checkpoints'")
-    algo = cfg.algorithm
+    checkpoint.check_resume_config(ckpt, to_dict(cfg))
+    return ckpt
+
+
+def setup(cfg: TrainConfig, run_dir: Path, accelerator, ckpt, fresh, reward, eval_reward):
+    """(Run, held-out evaluator or None): models, data, rewards, critic, optimizer. A new run
+    claims its directory (``fresh.claim``) only once its inputs are loaded ('tiny' is built in
+    the run directory: claimed first)."""
+    algo, world = cfg.algorithm, accelerator.num_processes
+    if cfg.tensorboard:
+        require_tensorboard()
+    if cfg.model == "tiny":
+        fresh.claim(cfg.overwrite)
     policy, ref_model, tokenizer = load_models(cfg, run_dir, accelerator,
                                                ckpt / "model" if ckpt else None, algo.reference)
     source, evaluate = build_sources(cfg, tokenizer, ref_model, reward, eval_reward, world)
+    fresh.claim(cfg.overwrite)
     critic = algo.critic(cfg, run_dir) if algo.critic is not None else None
     trained = [policy] + ([critic.model] if critic is not None else [])
     optimizer = adamw([p for m in trained for p in m.parameters() if p.requires_grad], cfg)
@@ -95,55 +142,47 @@ def train(cfg: TrainConfig, reward=None, resume: bool = False, eval_reward=None)
     policy, optimizer, *extra = accelerator.prepare(policy, optimizer, *trained[1:])
     if critic is not None:
         critic.model = extra[0]
-    run = Run(cfg, algo, run_dir, accelerator, policy, critic, optimizer, scheduler, source,
-              tokenizer)
-    state, start = ({}, 0) if ckpt is None else restore(run, ckpt)
-    if accelerator.is_main_process:
-        save_config(cfg, run_dir / "config.yaml")
-        print(batch_summary(cfg, world, trained_rows, run_dir))
-    log = ProgressLog(run_dir, cfg, start, accelerator.is_main_process)
-    if evaluate is not None and start == 0:
-        log.eval(0, evaluate(accelerator.unwrap_model(policy), rank, world, device))
+    return Run(cfg, algo, run_dir, accelerator, policy, critic, optimizer, scheduler, source,
+               tokenizer), evaluate
 
-    for step in range(start, cfg.steps):
-        t0 = time.perf_counter()
-        # 1. Batch: this process's prompt groups (never split over processes), scored: sampled
-        #    from the policy, read from a dataset, or both (``batches.py``).
-        batch = source.batch(accelerator.unwrap_model(policy), step, rank, world).to(device)
-        # 2. Rewards on the global batch: skipped rewards filled with the mean, KL in the reward.
-        kl = (losses.sequence_kl(batch.logprobs, batch.ref_logprobs, batch.completion_mask)
-              if batch.logprobs is not None else torch.zeros(batch.size, device=device))  # [b]
-        g_scores, g_kl, g_valid = (accelerator.gather(t) for t in (batch.scores, kl, batch.valid))
-        g_scores = torch.where(g_valid, g_scores, g_scores[g_valid].mean() if g_valid.any() else 0.0)
-        batch.scores = g_scores.view(world, -1)[rank]                             # [b]
-        rollout_stats = rollout_metrics(batch, kl, accelerator)                 # before selection
-        rewards = losses.kl_penalized_rewards(g_scores, g_kl, cfg.beta)         # [B]
-        if cfg.whiten_rewards:
-            rewards = losses.whiten(rewards)
-        group_ok = g_valid.view(-1, batch.k).all(1).repeat_interleave(batch.k)  # drop skipped groups
-        # 3. Targets: sequence advantages on the global batch, then this process's slice (token
-        #    level: per token on this process's rows, over the critic's values if any); then the
-        #    algorithm's selection of rows (RAFT keeps the best).
-        batch, state, extra = targets(run, batch, rewards, group_ok, state)
-        # 4.-5. Loss and optimizer steps: num_epochs x num_minibatches over the batch.
-        totals = optimise(run, batch, step)
-        scheduler.step()
-        # 6. Log (global means; counts summed), evaluate, checkpoint.
-        elapsed = time.perf_counter() - t0
-        metrics = {**rollout_stats, "loss/policy": totals.pop("loss/policy"),
-                   "grad_norm": totals.pop("grad_norm"), **totals, **extra}
-        log.step(step + 1, reduce_metrics(metrics, accelerator), elapsed,
-                 optimizer.param_groups[0]["lr"], batch.size * world)
-        if evaluate is not None and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
-            log.eval(step + 1, evaluate(accelerator.unwrap_model(policy), rank, world, device))
-        if (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == cfg.steps:
-            save(run, step + 1, state)
 
-    if accelerator.is_main_process:
-        checkpoint.save_model(accelerator.unwrap_model(policy), tokenizer, run_dir / "final")
-    log.close()
-    accelerator.wait_for_everyone()
-    return run_dir
+def train_step(run: Run, step: int, state: dict, log: ProgressLog, evaluate) -> dict:
+    """One step of the loop (below); returns the algorithm's state."""
+    cfg, accelerator, source = run.cfg, run.accelerator, run.source
+    world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
+    t0 = time.perf_counter()
+    # 1. Batch: this process's prompt groups (never split over processes), scored: sampled
+    #    from the policy, read from a dataset, or both (``batches.py``).
+    batch = source.batch(accelerator.unwrap_model(run.policy), step, rank, world).to(device)
+    # 2. Rewards on the global batch: skipped rewards filled with the mean, KL in the reward.
+    kl = (losses.sequence_kl(batch.logprobs, batch.ref_logprobs, batch.completion_mask)
+          if batch.logprobs is not None else torch.zeros(batch.size, device=device))  # [b]
+    g_scores, g_kl, g_valid = (accelerator.gather(t) for t in (batch.scores, kl, batch.valid))
+    g_scores = torch.where(g_valid, g_scores, g_scores[g_valid].mean() if g_valid.any() else 0.0)
+    batch.scores = g_scores.view(world, -1)[rank]                             # [b]
+    rollout_stats = rollout_metrics(batch, kl, accelerator)                 # before selection
+    rewards = losses.kl_penalized_rewards(g_scores, g_kl, cfg.beta)         # [B]
+    if cfg.whiten_rewards:
+        rewards = losses.whiten(rewards)
+    group_ok = g_valid.view(-1, batch.k).all(1).repeat_interleave(batch.k)  # drop skipped groups
+    # 3. Targets: sequence advantages on the global batch, then this process's slice (token
+    #    level: per token on this process's rows, over the critic's values if any); then the
+    #    algorithm's selection of rows (RAFT keeps the best).
+    batch, state, extra = targets(run, batch, rewards, group_ok, state)
+    # 4.-5. Loss and optimizer steps: num_epochs x num_minibatches over the batch.
+    totals = optimise(run, batch, step)
+    run.scheduler.step()
+    # 6. Log (global means; counts summed), evaluate, checkpoint.
+    elapsed = time.perf_counter() - t0
+    metrics = {**rollout_stats, "loss/policy": totals.pop("loss/policy"),
+               "grad_norm": totals.pop("grad_norm"), **totals, **extra}
+    log.step(step + 1, reduce_metrics(metrics, accelerator), elapsed,
+             run.optimizer.param_groups[0]["lr"], batch.size * world)
+    if evaluate is not None and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+        log.eval(step + 1, evaluate(accelerator.unwrap_model(run.policy), rank, world, device))
+    if (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == cfg.steps:
+        save(run, step + 1, state)
+    return state
 
 
 def reduce_metrics(metrics: dict, accelerator) -> dict[str, float]:
@@ -271,39 +310,9 @@ def save(run: Run, step: int, state: dict) -> None:
         if run.critic is not None:
             run.critic.save(checkpoint.state_dir(run_dir, run.critic.name, step))
         checkpoint.save_checkpoint(run_dir, step, accelerator.unwrap_model(run.policy),
-                                   run.tokenizer, run.optimizer, run.scheduler, state)
+                                   run.tokenizer, run.optimizer, run.scheduler, state,
+                                   to_dict(run.cfg))
     accelerator.wait_for_everyone()
-
-
-def batch_summary(cfg: TrainConfig, world: int, trained_rows: int, run_dir: Path) -> str:
-    """The batch arithmetic, stated once at the start."""
-    g = cfg.group_size
-    unit = cfg.algorithm.group_word.format(k=g)
-    return (f"scorealign {cfg.algo} ({cfg.data_kind}): {world} process(es); batch "
-            f"{cfg.prompts_per_step * g} sequences = {cfg.prompts_per_step} {unit}; "
-            f"{cfg.num_epochs} epoch(s) x {cfg.num_minibatches} minibatch(es) of "
-            f"{trained_rows // cfg.num_minibatches} sequences per process, micro-batches of "
-            f"{cfg.micro_batch_size}; run dir {run_dir}")
-
-
-def check_batch_arithmetic(cfg: TrainConfig, world: int) -> int:
-    """Check that the batch splits evenly over processes and micro-batches; return the number of
-    rows trained on per process and step (b = B / world, or the rows the algorithm selects)."""
-    if cfg.prompts_per_step % world:
-        raise ConfigError(f"prompts_per_step={cfg.prompts_per_step} must be divisible by the "
-                          f"number of processes ({world})")
-    local_batch = cfg.prompts_per_step // world * cfg.group_size
-    if local_batch % cfg.micro_batch_size:
-        raise ConfigError(f"per-process batch {local_batch} (prompts_per_step/processes * "
-                          f"{'k' if cfg.group_size == cfg.k else cfg.group_size}) must be "
-                          f"divisible by micro_batch_size={cfg.micro_batch_size}")
-    kept = cfg.algorithm.rows_trained(cfg, local_batch)
-    groups = kept // cfg.group_size if cfg.algorithm.grouped else kept
-    if groups < cfg.num_minibatches:
-        raise ConfigError(f"num_minibatches={cfg.num_minibatches}: more minibatches than the "
-                          f"{groups} {'groups' if groups != kept else 'sequences'} trained on "
-                          "per process and step")
-    return kept
 
 
 def rollout_metrics(batch, kl, accelerator) -> dict:
