@@ -61,6 +61,7 @@ class RealDemoConfig:
     beta: float = 0.05  # KL coefficient of every method (DPO: its beta; IPO: its tau)
     sft_lr: float = 5e-5  # learning rate of the safety/language SFT
     output_dir: str = "runs/demo"  # everything the demo writes
+    overwrite: bool = False  # a non-empty output_dir is moved aside to output_dir.old-<time> (default: refuse; see README, Reliability)
 
     def __post_init__(self):
         unknown = [m for m in self.methods if m not in METHODS]
@@ -148,12 +149,14 @@ def stage(number: int, text: str, t0: float, budget_s: float) -> None:
 
 def run_real_demo(cfg: RealDemoConfig) -> Path:
     from ..core.models import resolve_model_path
+    from ..core.rundir import claim
     from ..eval import chat_report
     from ..eval.chat_gold import ChatProxyReward
     from ..train.loop import train
     from .sft import SFTConfig, run_sft
 
     out, t0, p = Path(cfg.output_dir), time.perf_counter(), cfg.preset
+    claim(out, cfg.overwrite)                   # refuses a non-empty output_dir without overwrite
     budget = chat_report.budget_seconds(cfg)
     print(f"scorealign demo ({'quick' if cfg.quick else 'full'}): {cfg.model}, methods "
           f"{', '.join(cfg.methods)}; about {budget / 60:.0f} min on 2 CPU cores "
