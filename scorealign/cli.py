@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; the one error boundary of the package (see the module docstring)."""
     argv = sys.argv[1:] if argv is None else argv
     try:
-        return dispatch(argv)
+        code = dispatch(argv)
+        sys.stdout.flush()                  # a closed pipe fails here, inside the boundary
+        return code
     except UserError as e:
         return fail(2, str(e))
     except KeyboardInterrupt:

@@ -31,9 +31,10 @@ def check_new_run(run_dir: Path, overwrite: bool, what: str = "output_dir") -> N
     if holds_files(run_dir) and not overwrite:
         names = sorted(p.name for p in run_dir.iterdir())
         shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
-        raise ConfigError(f"{what} '{run_dir}' already holds a run ({shown}): pass --resume "
-                          f"{run_dir} to continue it, --overwrite to move it aside to "
-                          f"{run_dir.name}.old-<time>, or choose another {what}")
+        raise ConfigError(f"{what} '{run_dir}' already holds a run ({shown}): pass --overwrite "
+                          f"to move it aside to {run_dir.name}.old-<time>, choose another "
+                          f"{what}, or continue a train/sft run with `scorealign train --resume "
+                          f"{run_dir}`")
 
 
 def check_output_file(path: str | Path, overwrite: bool, what: str = "output") -> None:

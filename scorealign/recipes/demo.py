@@ -163,11 +163,13 @@ def method_config(cfg: DemoConfig, name: str, out: Path, sft_model: Path, reward
 def run_demo(cfg: DemoConfig) -> Path:
     from ..core.rundir import claim
     from ..eval import demo_report
+    from ..eval.reports import require_matplotlib
     from ..tasks import GoldReward
     from .reward_model import RewardModelConfig, train_reward_model
     from .sft import SFTConfig, run_sft
 
     out, t0 = Path(cfg.output_dir), time.perf_counter()
+    require_matplotlib()                        # the plots are promised: check before any work
     claim(out, cfg.overwrite)                   # refuses a non-empty output_dir without overwrite
     p = cfg.preset
     stage(1, f"task: {p['n_train']} train / {p['n_eval']} eval prompts, en fr es ru", t0)
