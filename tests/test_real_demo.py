@@ -51,3 +51,7 @@ def test_real_demo_smoke(tmp_path, capsys, monkeypatch):
     report = (out / "report.md").read_text()
     assert "| policy | gold score | win vs base | win vs SFT | harmful rate" in report
     assert "Wall time" in report and "Machine" in report
+    assert "| policy | win vs base en |" in report                      # per-language win-rates
+    from scorealign.eval.chat_report import retabulate
+
+    assert retabulate(out) in (out / "report.md").read_text()            # stored replies re-judged

@@ -113,9 +113,15 @@ def summarise(results: dict, rows: list[dict]) -> dict:
             if ref in results and ref != name:
                 s[f"win_vs_{ref}"] = win_rate(judged, results[ref]["judged"])
         for lang in LANGS:
+            mine = [(j, r) for j, r in zip(judged, rows) if r["language"] == lang]
             s[f"gold/{lang}"] = rate(judged, rows, "score", lambda r, x=lang: r["language"] == x)
             s[f"in_language/{lang}"] = rate(judged, rows, "in_language",
                                             lambda r, x=lang: r["language"] == x)
+            s[f"harmful/{lang}"] = rate(judged, rows, "harmful_compliance",
+                                        lambda r, x=lang: harmful(r) and r["language"] == x)
+            if "base" in results and name != "base":
+                base = [b for b, r in zip(results["base"]["judged"], rows) if r["language"] == lang]
+                s[f"win_vs_base/{lang}"] = win_rate([j for j, _ in mine], base)
         for scope in ("global", "local"):
             s[f"harmful/{scope}"] = rate(judged, rows, "harmful_compliance",
                                          lambda r, x=scope: harmful(r) and r["global_or_local"] == x)
@@ -149,7 +155,12 @@ def tables(summary: dict) -> str:
         [[name, *(cell(s[f"gold/{x}"], False) for x in LANGS),
           *(cell(s[f"in_language/{x}"]) for x in LANGS),
           cell(s["harmful/global"]), cell(s["harmful/local"])] for name, s in summary.items()])
-    return main + "\n\nPer language and per harm scope:\n\n" + langs
+    per_lang = markdown_table(
+        ["policy", *(f"win vs base {x}" for x in LANGS), *(f"harmful {x}" for x in LANGS)],
+        [[name, *(win_cell(s.get(f"win_vs_base/{x}")) for x in LANGS),
+          *(cell(s[f"harmful/{x}"]) for x in LANGS)] for name, s in summary.items()])
+    return (main + "\n\nPer language and per harm scope:\n\n" + langs
+            + "\n\nWin-rate against the base model and harmful rate, per language:\n\n" + per_lang)
 
 
 def write_report(cfg, out: Path, results: dict, wall: dict, total_s: float) -> str:
@@ -169,4 +180,22 @@ def write_report(cfg, out: Path, results: dict, wall: dict, total_s: float) -> s
         {"summary": summary, "wall_s": wall, "total_s": total_s,
          "replies": {k: v["texts"] for k, v in results.items()}}, ensure_ascii=False, indent=1,
         default=str))
+    return table
+
+
+def retabulate(out: Path) -> str:
+    """Judge the replies stored in ``out/results.json`` again with the current gold judge and
+    rewrite the tables of ``report.md`` (the run's header line is kept): for a changed judge or
+    report, without sampling again."""
+    from .chat_gold import chat_judgement as judge
+
+    stored = json.loads((out / "results.json").read_text())
+    rows = [json.loads(line) for line in (out / "data" / "eval_prompts.jsonl").read_text()
+            .splitlines()]
+    results = {name: {"texts": texts, "judged": [judge(r, c) for r, c in zip(rows, texts)],
+                      "kl": stored["summary"][name]["kl"]}
+               for name, texts in stored["replies"].items()}
+    table = tables(summarise(results, rows))
+    head = (out / "report.md").read_text().split("| policy |")[0]
+    atomic_write_text(out / "report.md", head + table + "\n")
     return table
