@@ -135,7 +135,8 @@ def test_huge_k_fails_before_allocating(capsys, monkeypatch, tmp_path, tiny_mode
 EXTRA_CASES = [
     ("bandit-matplotlib", "matplotlib", ["bandit", "--epochs", "1", "--seeds", "1", "--out", "OUT"],
      "scorealign[plot]"),
-    ("demo-matplotlib", "matplotlib", ["demo", "--quick", "--output_dir", "OUT"], "scorealign[plot]"),
+    ("demo-matplotlib", "matplotlib", ["demo", "--toy", "--quick", "--output_dir", "OUT"],
+     "scorealign[plot]"),
     ("train-tensorboard", "torch.utils.tensorboard",
      ["train", "CFG", "--tensorboard", "true", "--output_dir", "OUT"], "scorealign[tensorboard]"),
     ("train-peft", "peft", ["train", "CFG", "--lora_r", "4", "--output_dir", "OUT"],

@@ -86,6 +86,7 @@ NEW_RUN_COMMANDS = [
     ("sft", ["sft", "--dataset", "DATA", "--output_dir", "RUN"]),
     ("reward-model", ["reward-model", "--dataset", "DATA", "--output_dir", "RUN"]),
     ("demo", ["demo", "--quick", "--output_dir", "RUN"]),
+    ("demo-toy", ["demo", "--toy", "--quick", "--output_dir", "RUN"]),
     ("train-defaults", ["train", "CFG", "--output_dir", "RUN"]),
 ]
 
