@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, one_line
-from .io import atomic_dir, atomic_write
+from .io import atomic_dir, atomic_write, sha256_file
 
 MANIFEST = "manifest.json"
 # Keys that may differ between a run and its resumption: they do not change the updates.
@@ -70,14 +70,6 @@ def run_config(config: dict) -> dict:
 def config_hash(config: dict) -> str:
     text = json.dumps(run_config(config), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def checkpoint_files(folder: Path, final: Path, step: int) -> dict[str, Path]:

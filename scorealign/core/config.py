@@ -161,8 +161,8 @@ def _check_key(cls, key: str, where: str) -> None:
         raise ConfigError(f"{where}: unknown key '{key}'{hint}")
 
 
-# Flags that may be given bare (``--overwrite`` = ``--overwrite true``).
-BARE_FLAGS = ("overwrite",)
+# Flags that may be given bare (``--overwrite`` = ``--overwrite true``; the demos' ``--quick``).
+BARE_FLAGS = ("overwrite", "quick", "toy")
 # Keys of a command's invocation, not of its run: never saved in a run's config.yaml.
 NOT_SAVED = ("overwrite",)
 

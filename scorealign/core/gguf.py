@@ -19,13 +19,12 @@ reproduce numbers published for the original model.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from pathlib import Path
 
 from ..errors import ConfigError
-from .io import atomic_dir
+from .io import atomic_dir, sha256_file
 
 # alias -> (Python package holding the file, file name, hub id to fall back to)
 EMBEDDED = {
@@ -73,19 +72,11 @@ def missing_hint(model: str) -> str:
             f"the hub id {EMBEDDED[model][2]} reachable") if model in EMBEDDED else ""
 
 
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cached_folder(path: Path) -> Path:
     """The dequantised model folder of GGUF file ``path``, converted on first use. The folder
     is written under a temporary name and renamed into place (``io.atomic_dir``), so a crash
     never leaves a half-written cache entry behind."""
-    out = cache_root() / f"{path.stem}-{file_digest(path)[:16]}"
+    out = cache_root() / f"{path.stem}-{sha256_file(path)[:16]}"
     if (out / "config.json").is_file():
         return out
     if importlib.util.find_spec("gguf") is None:

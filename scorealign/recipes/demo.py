@@ -210,9 +210,6 @@ def run_demo(cfg: DemoConfig) -> Path:
 
 def main(argv: list[str]) -> int:
     """``scorealign demo [--quick] [--key value ...]``."""
-    argv = [x for i, a in enumerate(argv) for x in (
-        ["--quick", "true"] if a == "--quick" and (i + 1 == len(argv) or argv[i + 1].startswith("--"))
-        else [a])]                                                  # bare --quick = --quick true
     cfg = config_from_argv(DemoConfig, argv, "scorealign demo [--quick] [--key value ...]")
     if cfg is not None:
         run_demo(cfg)

@@ -198,9 +198,6 @@ def main(argv: list[str]) -> int:
 
     if "--toy" in argv:
         return toy_main([a for a in argv if a != "--toy"])
-    argv = [x for i, a in enumerate(argv) for x in (
-        ["--quick", "true"] if a == "--quick" and (i + 1 == len(argv) or argv[i + 1].startswith("--"))
-        else [a])]                                                  # bare --quick = --quick true
     cfg = config_from_argv(RealDemoConfig, argv, "scorealign demo [--quick] [--toy] [--key value ...]")
     if cfg is not None:
         run_real_demo(cfg)
