@@ -83,8 +83,9 @@ PLANS = {"gpu": Plan(),
 
 
 class Table:
-    def __init__(self):
+    def __init__(self, only: list[str] | None = None):
         self.rows: list[tuple[str, str, str, str]] = []
+        self.only = set(only or ())
 
     def add(self, check: str, dtype: str, ok: bool | None, numbers: str) -> None:
         result = "SKIP" if ok is None else "PASS" if ok else "FAIL"
@@ -93,6 +94,8 @@ class Table:
 
     def run(self, check: str, dtype: str, fn, *args) -> None:
         """``fn(*args)`` -> (ok, numbers); an exception is a FAIL with its last line."""
+        if self.only and check not in self.only:
+            return
         try:
             ok, numbers = fn(*args)
         except Exception as e:                                   # noqa: BLE001 - reported
@@ -453,6 +456,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="2 layers, hidden 64 (same architecture): a CPU smoke test")
     parser.add_argument("--out", help="work directory (default: a temporary one)")
     parser.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"])
+    parser.add_argument("--only", nargs="+", metavar="CHECK",
+                        help="run only these checks (sample, rloo, ..., lora, accelerate, resume, "
+                             "speed), e.g. to rerun the ones that failed")
     args = parser.parse_args(argv)
     missing = [m for m in REQUIRED if importlib.util.find_spec(m) is None]
     if missing:
@@ -483,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"gpu_check: {name}, torch {torch.__version__}, transformers {transformers.__version__}, "
           f"model {model} ({'small' if args.small else 'SmolLM2-135M configuration'}), "
           f"out {out}", flush=True)
-    table = Table()
+    table = Table(args.only)
     for dtype in args.dtypes:
         if dtype == "bfloat16" and not bf16_supported(device):
             table.add("all", dtype, None, f"bfloat16 not supported on {name}")

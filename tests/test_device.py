@@ -219,3 +219,20 @@ def test_gpu_check_cpu_small_end_to_end(tmp_path):
         for check in ("sample", "rloo", "copg", "dpo", "ppo", "accelerate", "resume", "speed"):
             assert (check, dtype, "PASS") in rows or ("all", dtype, "SKIP") in rows, (check, dtype)
     assert "gpu_check: all passed" in proc.stdout
+
+
+def test_gpu_check_only_runs_the_named_checks():
+    """``--only`` (to rerun what failed within the GPU machine's minutes) skips every other row."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = gpu_check              # dataclasses look their module up
+    spec.loader.exec_module(gpu_check)
+    table, ran = gpu_check.Table(["rloo"]), []
+    for check in ("sample", "rloo", "speed"):
+        table.run(check, "float32", lambda c=check: (ran.append(c) or True, "n"))
+    assert ran == ["rloo"] and [r[0] for r in table.rows] == ["rloo"]
+    everything = gpu_check.Table()
+    everything.run("sample", "float32", lambda: (False, "boom"))
+    assert everything.failed
