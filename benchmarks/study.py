@@ -1,9 +1,9 @@
 """The papers' claims on a real model, with seeds and 95% intervals (issue 25).
 
-    OMP_NUM_THREADS=1 python benchmarks/study.py --workers 2    # the full study -> benchmarks/study.md
-    python benchmarks/study.py --budget                         # its cells and estimated time
-    python benchmarks/study.py --smoke                          # tiny model, one seed, seconds
-    python benchmarks/study.py --preset measure                 # one prep + one rloo-k4 cell: costs
+    python benchmarks/study.py                  # the full study (2 workers) -> benchmarks/study.md
+    python benchmarks/study.py --budget         # its cells and estimated time, runs nothing
+    python benchmarks/study.py --smoke          # tiny model, one seed, about a minute
+    python benchmarks/study.py --preset measure # one prep + one rloo-k4 cell: the costs
 
 Not part of the test suite (tests/test_study.py runs --smoke). Resumable: every cell
 (a seed's prep, or one method's run on one seed) writes ``RESULTS/cells/<id>.json``
@@ -37,7 +37,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--report", help="report path (default: full -> benchmarks/study.md, "
                     "else RESULTS/study.md)")
     ap.add_argument("--seeds", help="comma-separated seeds (default: the preset's)")
-    ap.add_argument("--workers", type=int, default=1, help="worker processes (1 thread each)")
+    ap.add_argument("--workers", type=int, help="worker processes, one thread each (default: 2 "
+                    "for the full study, the 2 cores it is budgeted for; else 1)")
     ap.add_argument("--budget", action="store_true", help="print the cells and estimate, exit")
     ap.add_argument("--report-only", action="store_true", help="rewrite the report, run nothing")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)   # a spawned worker
@@ -47,6 +48,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     args.results = Path(args.results or DEFAULT_RESULTS[args.preset])
     default_report = Path(__file__).parent / "study.md" if args.preset == "full" else None
     args.report = Path(args.report) if args.report else (default_report or args.results / "study.md")
+    args.workers = args.workers or (2 if args.preset == "full" else 1)
     args.seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
     return args
 
@@ -78,6 +80,10 @@ def main(argv: list[str]) -> int:
     if args.budget:
         return 0
     t0 = time.time()
+    if not args.report_only and PRESETS[args.preset]["model"] != "tiny":
+        from scorealign.core import gguf
+
+        gguf.resolve(PRESETS[args.preset]["model"])   # dequantise once, before any worker starts
     if not args.report_only:
         if args.workers > 1:
             spawn_workers(args, argv)

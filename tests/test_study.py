@@ -95,3 +95,16 @@ def test_budget_is_stated_and_fits_a_working_day(capsys):
     wall_h = float(line.split("h wall")[0].split(",")[-1].split()[-1])
     assert wall_h <= 8.0, line
     sys.modules.pop("study_cli", None)
+
+
+def test_workers_claim_each_cell_once_and_take_over_dead_locks(tmp_path):
+    load_cli()
+    from study.plan import Cell
+    from study.runner import claim, release
+
+    cell = Cell("prep", 0)
+    assert claim(tmp_path, cell) and not claim(tmp_path, cell)       # held by this live process
+    release(tmp_path, cell)
+    assert claim(tmp_path, cell)
+    (tmp_path / "locks" / "seed0" / "prep.lock").write_text("999999999")   # a dead worker's
+    assert claim(tmp_path, cell)

@@ -74,6 +74,7 @@ def run_prep(preset_name: str, seed: int, work: Path) -> dict:
     _, eval_rows = real_demo.build_data(cfg, work / "data")
     base = resolve_model_path(PRESETS[preset_name]["model"], work, seed, True)
     sft = real_demo.run_demo_sft(cfg, base, work / "data", work / "sft")
+    shutil.rmtree(work / "sft" / "checkpoints", ignore_errors=True)   # optimizer state: not needed
     clock.lap("sft")
     real_demo.offline_samples(cfg, work / "data", sft)
     real_demo.score_offline(work / "data", ChatProxyReward())
