@@ -21,8 +21,8 @@ def load_cli():
 
 def test_intervals_and_verdicts_by_hand():
     load_cli()
-    from study.stats import (NOT_REPRODUCED, NOT_SEPARABLE, REPRODUCED, combine, comparison,
-                             mean_ci)
+    from study.stats import (NO_RESULTS, NOT_REPRODUCED, NOT_SEPARABLE, REPRODUCED, combine,
+                             comparison, mean_ci)
 
     mean, half = mean_ci([1.0, 2.0, 3.0])            # s = 1, t(2) = 4.303, /sqrt(3)
     assert mean == 2.0 and half == pytest.approx(4.303 / 3 ** 0.5)
@@ -37,6 +37,8 @@ def test_intervals_and_verdicts_by_hand():
     assert combine([REPRODUCED, NOT_SEPARABLE]) == NOT_SEPARABLE
     assert combine([REPRODUCED, NOT_REPRODUCED]) == NOT_REPRODUCED
     assert combine([REPRODUCED, REPRODUCED]) == REPRODUCED
+    assert comparison([], [])["verdict"] == NO_RESULTS == combine([REPRODUCED, NO_RESULTS])
+    assert comparison([], [])["verdict"] == NO_RESULTS == combine([REPRODUCED, NO_RESULTS])
 
 
 def test_gold_reward_source_is_the_gold_judge():

@@ -29,7 +29,8 @@ def reward_vs_kl(plt, exp: str, results: dict, path: Path) -> None:
     ax.set_xlabel("KL to the SFT start (own eval replies)")
     ax.set_ylabel("gold score, eval prompts")
     ax.set_title(f"{exp}: reward vs KL (mean ± 95% CI over seeds)", fontsize=9)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     save_figure(fig, path)
 
 
@@ -51,7 +52,8 @@ def reward_vs_samples(plt, exp: str, results: dict, path: Path) -> None:
     ax.set_xlabel("samples drawn (or read)")
     ax.set_ylabel("held-out gold score")
     ax.set_title(f"{exp}: sample efficiency (mean ± 95% CI over seeds)", fontsize=9)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     save_figure(fig, path)
 
 
@@ -72,7 +74,8 @@ def per_language(plt, results: dict, path: Path) -> None:
     ax.set_xticks(np.arange(len(LANGS)) + width * (len(runs) - 1) / 2, LANGS)
     ax.set_ylabel("win-rate vs SFT start")
     ax.set_title("e3: per-language win-rate (training languages in the legend)", fontsize=9)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     save_figure(fig, path)
 
 

@@ -74,9 +74,9 @@ def values(results: dict, run_name: str, metric: str, seeds: list[int] | None = 
             is not None]
 
 
-def judge(claim, results: dict) -> tuple[str, list[str]]:
-    """(overall verdict, one line per comparison) of a claim."""
-    lines, verdicts = [], []
+def judge(claim, results: dict) -> tuple[str, list[str], list[dict]]:
+    """(overall verdict, one line per comparison, the comparisons) of a claim."""
+    lines, verdicts, comps = [], [], []
     for a, b in claim.pairs:
         ra = run_of(claim.experiment, a).name
         if b is None:
@@ -89,8 +89,9 @@ def judge(claim, results: dict) -> tuple[str, list[str]]:
                            values(results, rb, claim.metric, seeds))
             label = f"{a} − {b}"
         verdicts.append(c["verdict"])
+        comps.append(c)
         lines.append(f"  - {label} ({claim.metric}): {describe(c)} → {c['verdict']}")
-    return combine(verdicts), lines
+    return combine(verdicts), lines, comps
 
 
 def ranking(exp: str, results: dict, metric: str) -> str:
@@ -115,8 +116,8 @@ def experiment_table(exp: str, results: dict) -> str:
 def section(exp: str, results: dict, images: dict[str, str]) -> tuple[str, list[tuple]]:
     parts, verdicts = [f"## {TITLES[exp]}\n", experiment_table(exp, results)], []
     for claim in (c for c in CLAIMS if c.experiment == exp):
-        verdict, lines = judge(claim, results)
-        verdicts.append((claim, verdict))
+        verdict, lines, comps = judge(claim, results)
+        verdicts.append((claim, verdict, comps))
         parts.append(f"**Paper ({claim.paper})**: {claim.text}.  \n"
                      f"**Measured ranking** ({claim.metric}): "
                      f"{ranking(exp, results, claim.metric)}.  \n"
@@ -163,18 +164,39 @@ def header(root: Path, preset_name: str, budget: str, sel: dict | None, seeds: l
     return "\n".join(lines)
 
 
-def closing(verdicts: list[tuple], results: dict) -> str:
-    rows = [[c.paper, c.experiment, c.short, v] for c, v in verdicts]
-    halves = [comparison(values(results, a, "win_vs_sft"), values(results, b, "win_vs_sft"))
-              for a, b in (("rloo-k4.proxy.all", "ppo.proxy.all"), ("ipo.gold.all", "dpo.gold.all"),
-                           ("dpo.proxy.all", "dpo.proxy.en"))]
-    sizes = ", ".join(f"±{h['half']:.3f}" for h in halves if h["half"] is not None) or "n/a"
-    return ("## Closing note\n\n" + markdown_table(["paper", "experiment", "claim", "verdict"],
-                                                   rows)
-            + f"\nAt this scale a paired difference of win-rates must exceed roughly the "
-            f"interval half-widths of the paired differences ({sizes} for rloo-k4 − ppo, "
-            "ipo − dpo (gold), dpo all − English) to separate two methods; the tables above "
-            "give every interval. Rankings inside that band are not evidence either way.\n")
+BRIEF = {"e1": "win_vs_sft", "e2-gold": "gold", "e2-proxy": "gold", "e3": "win_vs_sft/non_en"}
+
+
+def brief_tables(results: dict) -> str:
+    """The three experiments in one line per run: the metric their claims are judged on."""
+    parts = []
+    for title, exps in (("2402.14740", ("e1",)), ("2406.19185", ("e2-gold", "e2-proxy")),
+                        ("2407.02552", ("e3",))):
+        rows = [[exp, r.name, BRIEF[exp], fmt(values(results, r.name, BRIEF[exp]))]
+                for exp in exps for r in EXPERIMENTS[exp]]
+        parts.append(f"**{title}**\n\n" + markdown_table(
+            ["experiment", "run", "metric", "mean ± 95% CI"], rows))
+    return "\n".join(parts)
+
+
+def closing(verdicts: list[tuple], results: dict, n_seeds: int) -> str:
+    """The three tables in brief, the verdicts, and the interval widths that bound what this
+    scale can separate."""
+    rows = []
+    for claim, verdict, comps in verdicts:
+        halves = [c["half"] for c in comps if c["half"] is not None]
+        widest = f"±{max(halves):.3f}" if halves else "-"
+        separated = sum(c["verdict"] in ("reproduced", "not reproduced") for c in comps)
+        rows.append([claim.paper, claim.short, verdict, f"{separated} of {len(comps)}", widest])
+    return ("## Closing note\n\n" + brief_tables(results) + "\n**Verdicts**\n\n"
+            + markdown_table(["paper", "claim", "verdict", "comparisons separated",
+                              "widest 95% half-width of a paired difference"], rows)
+            + "\nA comparison separates two methods only when its paired difference exceeds "
+            "its interval half-width (last column, in the claim's metric): differences "
+            f"smaller than that are what {n_seeds} seed(s) of this budget, this model and "
+            "these eval prompts cannot resolve, and rankings inside that band are not evidence "
+            "either way. Where a comparison is separated, its line under the experiment "
+            "gives the difference and interval.\n")
 
 
 def write_report(root: Path, preset_name: str, todo: list[Cell], path: Path, budget: str) -> None:
@@ -187,5 +209,5 @@ def write_report(root: Path, preset_name: str, todo: list[Cell], path: Path, bud
         text, v = section(exp, results, {k: p for k, p in rel.items() if k.startswith(exp)})
         body.append(text)
         verdicts += v
-    body.append(closing(verdicts, results))
+    body.append(closing(verdicts, results, len(seeds)))
     atomic_write_text(path, "\n".join(body))

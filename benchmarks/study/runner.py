@@ -13,7 +13,7 @@ import traceback
 from pathlib import Path
 
 from .budget import cell_seconds
-from .cells import read_jsonl, run_cell, run_prep, write_json  # noqa: F401
+from .cells import run_cell, run_prep, write_json
 from .plan import PRESETS, Cell
 
 
