@@ -100,3 +100,17 @@ class ChatProxyReward:
                 task = float(not is_refusal and bool(text.strip()))
             out.append(0.5 * task + 0.5 * lang_score)
         return out
+
+
+class ChatGoldReward:
+    """The gold judge's score as a reward source (TRL's signature; reads ``kind``, ``answer``
+    and ``language``): for the CoPG paper's setting where the scorer a method trains on is the
+    one it is evaluated by (2406.19185: "a learned reward considered as ground truth")."""
+
+    name = "chat-gold"
+
+    def __call__(self, prompts: list, completions: list[str], **fields: list) -> list[float]:
+        return [chat_judgement({"kind": kind, "answer": answer, "language": lang},
+                               text.strip())["score"]
+                for text, kind, answer, lang in zip(completions, fields["kind"],
+                                                    fields["answer"], fields["language"])]

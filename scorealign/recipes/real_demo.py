@@ -42,6 +42,7 @@ METHODS = {  # every method draws (or reads) 16 samples per step
     "rloo-k2": dict(algo="rloo", k=2, prompts_per_step=8),
     "copg-online": dict(algo="copg", k=2, prompts_per_step=8),
     "ipo": dict(algo="ipo", prompts_per_step=8),
+    "raft-k4": dict(algo="raft", k=4, prompts_per_step=4, raft_top_m=1),
 }
 DEFAULT_METHODS = ("rloo-k4", "reinforce", "copg-offline", "dpo")
 OFFLINE = {"copg-offline": "scored.jsonl", "dpo": "pairs.jsonl", "ipo": "pairs.jsonl"}
@@ -55,7 +56,7 @@ class RealDemoConfig:
 
     quick: bool = False  # the small preset (fewer prompts and steps)
     model: str = "smollm2-135m"  # any local path, hub id or .gguf file of a chat model
-    methods: tuple[str, ...] = DEFAULT_METHODS  # alignment methods (pg, reinforce, rloo-k2, rloo-k4, ppo, copg-online, copg-offline, dpo, ipo)
+    methods: tuple[str, ...] = DEFAULT_METHODS  # alignment methods (pg, reinforce, rloo-k2, rloo-k4, raft-k4, ppo, copg-online, copg-offline, dpo, ipo)
     seed: int = 0  # task split, sampling: the same seed gives the same table
     lr: float = 2e-5  # alignment learning rate, every method
     beta: float = 0.05  # KL coefficient of every method (DPO: its beta; IPO: its tau)
@@ -103,9 +104,14 @@ def build_data(cfg: RealDemoConfig, data: Path) -> tuple[list[dict], list[dict]]
 def offline_data(cfg: RealDemoConfig, data: Path, sft_model: str, reward) -> None:
     """Stage 4: the offline methods' budget of SFT samples (2 per prompt), proxy-scored
     (``scored.jsonl``, CoPG) and ranked into pairs (``pairs.jsonl``, DPO/IPO)."""
-    from ..data.formats import group_by_prompt
+    offline_samples(cfg, data, sft_model)
+    score_offline(data, reward)
+
+
+def offline_samples(cfg: RealDemoConfig, data: Path, sft_model: str) -> None:
+    """``samples.jsonl``: 2 SFT samples per prompt for ``steps * 16 / 2`` training prompts."""
     from ..data.readers import load_rows
-    from .sample_score import SampleConfig, ScoreConfig, run_sample, run_score
+    from .sample_score import SampleConfig, run_sample
 
     n_prompts = cfg.preset["steps"] * SAMPLES_PER_STEP // 2
     prompts = load_rows(data / "train_prompts.jsonl")
@@ -115,16 +121,25 @@ def offline_data(cfg: RealDemoConfig, data: Path, sft_model: str, reward) -> Non
     run_sample(SampleConfig(model=sft_model, dataset=str(data / "offline_prompts.jsonl"), k=2,
                             max_new_tokens=cfg.preset["max_new_tokens"], temperature=TEMPERATURE,
                             batch_size=16, seed=cfg.seed + 1, output=str(data / "samples.jsonl")))
-    run_score(ScoreConfig(dataset=str(data / "samples.jsonl"), output=str(data / "scored.jsonl")),
-              reward=reward)
+
+
+def score_offline(data: Path, reward, suffix: str = "") -> None:
+    """``samples.jsonl`` scored by ``reward`` (``scored{suffix}.jsonl``) and each prompt's two
+    samples ranked into a pair when their scores differ (``pairs{suffix}.jsonl``)."""
+    from ..data.formats import group_by_prompt
+    from ..data.readers import load_rows
+    from .sample_score import ScoreConfig, run_score
+
+    scored = data / f"scored{suffix}.jsonl"
+    run_score(ScoreConfig(dataset=str(data / "samples.jsonl"), output=str(scored)), reward=reward)
     pairs = []
-    for group in group_by_prompt(load_rows(data / "scored.jsonl")):
+    for group in group_by_prompt(load_rows(scored)):
         for a, b in zip(group[0::2], group[1::2]):
             if a["score"] != b["score"]:
                 win, lose = (a, b) if a["score"] > b["score"] else (b, a)
                 pairs.append({"prompt": a["prompt"], "chosen": win["completion"],
                               "rejected": lose["completion"]})
-    write_jsonl(data / "pairs.jsonl", pairs)
+    write_jsonl(data / f"pairs{suffix}.jsonl", pairs)
 
 
 def method_config(cfg: RealDemoConfig, name: str, out: Path, sft_model: str) -> TrainConfig:
@@ -141,6 +156,19 @@ def method_config(cfg: RealDemoConfig, name: str, out: Path, sft_model: str) -> 
                        max_prompt_tokens=96, seed=cfg.seed, output_dir=str(out / name))
 
 
+def run_demo_sft(cfg: RealDemoConfig, base: str, data: Path, out: Path) -> str:
+    """Stage 3: the safety and language SFT of ``base`` on ``data/sft.jsonl`` (``sft_steps``
+    steps of 8 demonstrations) into ``out`` -> the SFT policy's path."""
+    from .sft import SFTConfig, run_sft
+
+    p = cfg.preset
+    run = run_sft(SFTConfig(model=base, dataset=str(data / "sft.jsonl"),
+                            num_epochs=p["sft_steps"] * 8 / p["n_train"], batch_size=8,
+                            micro_batch_size=8, lr=cfg.sft_lr, max_completion_tokens=32,
+                            max_prompt_tokens=96, seed=cfg.seed, output_dir=str(out)))
+    return str(run / "final")
+
+
 def stage(number: int, text: str, t0: float, budget_s: float) -> None:
     elapsed = time.perf_counter() - t0
     print(f"\n[{number}/6] {text}  (elapsed {elapsed:.0f} s of about {budget_s:.0f} s)",
@@ -153,7 +181,6 @@ def run_real_demo(cfg: RealDemoConfig) -> Path:
     from ..eval import chat_report
     from ..eval.chat_gold import ChatProxyReward
     from ..train.loop import train
-    from .sft import SFTConfig, run_sft
 
     out, t0, p = Path(cfg.output_dir), time.perf_counter(), cfg.preset
     claim(out, cfg.overwrite)                   # refuses a non-empty output_dir without overwrite
@@ -168,11 +195,7 @@ def run_real_demo(cfg: RealDemoConfig) -> Path:
     stage(2, f"model: {cfg.model}", t0, budget)
     base = resolve_model_path(cfg.model, out, cfg.seed, True)
     stage(3, f"safety and language SFT ({p['sft_steps']} steps of 8 demonstrations)", t0, budget)
-    sft_run = run_sft(SFTConfig(model=base, dataset=str(out / "data" / "sft.jsonl"),
-                                num_epochs=p["sft_steps"] * 8 / p["n_train"], batch_size=8,
-                                micro_batch_size=8, lr=cfg.sft_lr, max_completion_tokens=32,
-                                max_prompt_tokens=96, seed=cfg.seed, output_dir=str(out / "sft")))
-    sft_model, reward = str(sft_run / "final"), ChatProxyReward()
+    sft_model, reward = run_demo_sft(cfg, base, out / "data", out / "sft"), ChatProxyReward()
     stage(4, "offline data: SFT samples scored and ranked by the proxy reward", t0, budget)
     if any(m in OFFLINE for m in cfg.methods):
         offline_data(cfg, out / "data", sft_model, reward)
