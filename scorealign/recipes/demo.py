@@ -11,7 +11,9 @@
 
 Hyperparameters are the same for every method except where a method has its own (k, beta of
 DPO/IPO, PPO's epochs): nothing is tuned per method. Outputs in ``output_dir``: ``report.md``,
-``results.json``, ``gold_vs_step.png``, ``reward_vs_kl.png`` and one run directory per stage.
+``results.json``, ``reward.png``, ``kl.png``, ``gold.png`` (each against step and samples drawn,
+through ``eval/plots.py``, the code of ``scorealign plot``), ``reward_vs_kl.png`` and one run
+directory per stage.
 """
 
 from __future__ import annotations

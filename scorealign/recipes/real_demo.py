@@ -152,10 +152,12 @@ def run_real_demo(cfg: RealDemoConfig) -> Path:
     from ..core.rundir import claim
     from ..eval import chat_report
     from ..eval.chat_gold import ChatProxyReward
+    from ..eval.reports import require_matplotlib
     from ..train.loop import train
     from .sft import SFTConfig, run_sft
 
     out, t0, p = Path(cfg.output_dir), time.perf_counter(), cfg.preset
+    require_matplotlib()                        # the plots are promised: check before any work
     claim(out, cfg.overwrite)                   # refuses a non-empty output_dir without overwrite
     budget = chat_report.budget_seconds(cfg)
     print(f"scorealign demo ({'quick' if cfg.quick else 'full'}): {cfg.model}, methods "
