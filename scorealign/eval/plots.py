@@ -111,8 +111,11 @@ def plot_quantity(runs: list[Curves], colors: dict, file: str, key: str, ylabel:
     missing = [r.name for r in have if not r.samples_per_step]
     if missing:
         by_samples.set_title(f"not shown (no train config): {', '.join(missing)}", fontsize=7)
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (by_step, by_samples):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     fig.tight_layout()
     save_figure(fig, path)
