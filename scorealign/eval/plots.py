@@ -26,6 +26,7 @@ from .reports import require_matplotlib, save_figure
 QUANTITIES = (("reward", "metrics.jsonl", "reward/mean", "reward (mean over the step's samples)"),
               ("kl", "metrics.jsonl", "kl", "KL to the reference (nats per sequence)"),
               ("eval_reward", "eval.jsonl", "eval/reward", "held-out reward (eval prompts)"))
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
 
 
 @dataclasses.dataclass
@@ -94,14 +95,13 @@ def plot_quantity(runs: list[Curves], colors: dict, file: str, key: str, ylabel:
     if not have:
         return False
     fig, (by_step, by_samples) = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    marker = "o" if file == "eval.jsonl" else None
-    for run in have:
+    for i, run in enumerate(have):        # a marker per run too: coinciding lines stay apart
         steps, values = run.series(file, key)
-        by_step.plot(steps, values, color=colors[run.name], marker=marker, ms=3, lw=1.2,
-                     label=run.name)
+        style = dict(color=colors[run.name], marker=MARKERS[i % len(MARKERS)], ms=4, lw=1.2,
+                     markevery=max(1, len(steps) // 12), fillstyle="none")
+        by_step.plot(steps, values, label=run.name, **style)
         if run.samples_per_step:
-            by_samples.plot([s * run.samples_per_step for s in steps], values, ms=3, lw=1.2,
-                            color=colors[run.name], marker=marker)
+            by_samples.plot([s * run.samples_per_step for s in steps], values, **style)
     for name, value in (baselines or {}).items():
         for ax in (by_step, by_samples):
             ax.axhline(value, color=colors.get(name, "gray"), ls="--", lw=1)
@@ -111,6 +111,9 @@ def plot_quantity(runs: list[Curves], colors: dict, file: str, key: str, ylabel:
     missing = [r.name for r in have if not r.samples_per_step]
     if missing:
         by_samples.set_title(f"not shown (no train config): {', '.join(missing)}", fontsize=7)
+    absent = [r.name for r in runs if r not in have]
+    if absent:
+        by_step.set_title(f"{key} not logged by: {', '.join(absent)}", fontsize=7)
     from matplotlib.ticker import MaxNLocator
 
     for ax in (by_step, by_samples):
