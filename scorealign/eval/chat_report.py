@@ -25,7 +25,8 @@ from .chat_gold import chat_judgement
 from .reports import bootstrap_ci, markdown_table
 
 LANGS = ("en", "fr", "es", "ru")
-# Seconds per preset unit, measured on 2 idle CPU cores (docs/demo.md shows the runs).
+# Seconds per preset unit on 2 idle CPU cores: an ESTIMATE, not timed on idle cores; the runs
+# measured on 2 shared cores (docs/demo.md, with their commands) took about 2.5x longer.
 SECONDS = {"sft_step": 2.0, "method_step": 8.0, "eval_prompt": 0.5, "fixed": 30.0}
 
 

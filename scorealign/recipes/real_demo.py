@@ -161,8 +161,9 @@ def run_real_demo(cfg: RealDemoConfig) -> Path:
     claim(out, cfg.overwrite)                   # refuses a non-empty output_dir without overwrite
     budget = chat_report.budget_seconds(cfg)
     print(f"scorealign demo ({'quick' if cfg.quick else 'full'}): {cfg.model}, methods "
-          f"{', '.join(cfg.methods)}; about {budget / 60:.0f} min on 2 CPU cores "
-          "(+ about 1 min the first time, to dequantise and cache the GGUF model)", flush=True)
+          f"{', '.join(cfg.methods)}; estimated {budget / 60:.0f} min on 2 idle CPU cores, "
+          "more on busy ones (docs/demo.md has measured runs; + about 1 min the first time, to "
+          "dequantise and cache the GGUF model)", flush=True)
     stage(1, f"task: {p['n_train']} train / {p['n_eval']} eval chat prompts, en fr es ru", t0,
           budget)
     (out / "data").mkdir(parents=True, exist_ok=True)
