@@ -87,6 +87,11 @@ def run_colors(names) -> dict[str, str]:
     return out
 
 
+def marker_of(colors: dict, name: str) -> str:
+    """The marker of ``name``: by its place in ``colors``, so it matches in every figure."""
+    return MARKERS[list(colors).index(name) % len(MARKERS)] if name in colors else "o"
+
+
 def plot_quantity(runs: list[Curves], colors: dict, file: str, key: str, ylabel: str,
                   path: Path, baselines: dict[str, float] | None = None) -> bool:
     """One figure: ``key`` vs step and vs samples drawn, one line per run; False if no run has it."""
@@ -95,9 +100,9 @@ def plot_quantity(runs: list[Curves], colors: dict, file: str, key: str, ylabel:
     if not have:
         return False
     fig, (by_step, by_samples) = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    for i, run in enumerate(have):        # a marker per run too: coinciding lines stay apart
+    for run in have:                      # a marker per run too: coinciding lines stay apart
         steps, values = run.series(file, key)
-        style = dict(color=colors[run.name], marker=MARKERS[i % len(MARKERS)], ms=4, lw=1.2,
+        style = dict(color=colors[run.name], marker=marker_of(colors, run.name), ms=4, lw=1.2,
                      markevery=max(1, len(steps) // 12), fillstyle="none")
         by_step.plot(steps, values, label=run.name, **style)
         if run.samples_per_step:
@@ -107,7 +112,7 @@ def plot_quantity(runs: list[Curves], colors: dict, file: str, key: str, ylabel:
             ax.axhline(value, color=colors.get(name, "gray"), ls="--", lw=1)
         by_step.plot([], [], color=colors.get(name, "gray"), ls="--", label=f"{name} (start)")
     by_step.set(xlabel="optimizer step", ylabel=ylabel)
-    by_samples.set(xlabel="samples drawn (sequences per step x steps)")
+    by_samples.set(xlabel="samples drawn (sequences per step x steps; offline: rows read)")
     missing = [r.name for r in have if not r.samples_per_step]
     if missing:
         by_samples.set_title(f"not shown (no train config): {', '.join(missing)}", fontsize=7)
@@ -146,13 +151,14 @@ def plot_runs(runs: dict[str, str | Path], out_dir: str | Path, colors: dict | N
 
 def plot_points(points: dict[str, tuple[float, float]], colors: dict, xlabel: str, ylabel: str,
                 title: str, path: Path) -> None:
-    """A scatter of one point per policy ({name: (x, y)}), coloured as in the curves, each
-    named in a legend outside the axes (no labels drawn over each other)."""
+    """A scatter of one point per policy ({name: (x, y)}), colour and marker as in the curves
+    (hollow, so coinciding points stay visible), each named in a legend outside the axes (no
+    labels drawn over each other)."""
     plt = require_matplotlib()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for name, (x, y) in points.items():
-        ax.scatter([x], [y], color=colors.get(name, "gray"), s=40, label=name,
-                   marker="s" if name not in colors else "o", edgecolors="black", linewidths=0.5)
+        ax.plot([x], [y], ls="none", color=colors.get(name, "gray"), ms=8, mew=1.5, label=name,
+                marker=marker_of(colors, name), fillstyle="none")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
@@ -166,7 +172,7 @@ class PlotConfig:
     the optimizer step and the samples drawn, one colour per run."""
 
     runs: tuple[str, ...] = ()  # run directories (given as positional arguments)
-    output_dir: str = "plots"  # where reward.png, kl.png and eval_reward.png are written
+    output_dir: str = "runs/plots"  # where reward.png, kl.png and eval_reward.png are written
 
 
 def main(argv: list[str]) -> int:
