@@ -70,3 +70,19 @@ def test_examples_run_in_documented_order(tmp_path, monkeypatch, capsys):
     for out in ("samples.jsonl", "scored.jsonl", "prefs.jsonl", "safety_eval/report.md",
                 "winrate_eval/report.md", "plots/reward.png", "plots/eval_reward.png"):
         assert (runs / out).is_file(), out
+
+
+def test_missing_inputs_of_an_example_are_one_line(tmp_path, monkeypatch, capsys):
+    """Run out of order in a clean directory, every example that reads an earlier command's output
+    stops with one line naming the missing path (no traceback), before loading anything heavy."""
+    (tmp_path / "examples").symlink_to(EXAMPLES)
+    monkeypatch.chdir(tmp_path)
+    dependent = [c for c in documented_commands() if c[0] == "scorealign" and any(
+        k in " ".join(c) for k in ("sample.yaml", "score.yaml", "copg_offline", "synth_prefs",
+                                   "plot "))]
+    assert len(dependent) == 5
+    for argv in dependent:
+        assert cli(argv[1:]) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("scorealign: error: "), (argv, err)
+        assert "runs/" in err[0] and ("not found" in err[0] or "not a run directory" in err[0])
