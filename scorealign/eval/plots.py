@@ -124,6 +124,7 @@ def plot_quantity(runs: list[Curves], colors: dict, file: str, key: str, ylabel:
     for ax in (by_step, by_samples):
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(left=0)                              # training starts at step 0
     fig.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     fig.tight_layout()
     save_figure(fig, path)
