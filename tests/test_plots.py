@@ -33,7 +33,9 @@ def figure_colors(monkeypatch) -> list[dict]:
     def record(fig, path):
         legend = fig.legends[0] if fig.legends else fig.axes[0].get_legend()
         handles = legend.legend_handles if hasattr(legend, "legend_handles") else legend.legendHandles
-        seen.append({"path": path, "outside": bool(fig.legends) or legend.get_bbox_to_anchor().x0 > 1,
+        fig.canvas.draw()                          # the legend box lies right of every axes box
+        right = max(ax.get_window_extent().x1 for ax in fig.axes)
+        seen.append({"path": path, "outside": legend.get_window_extent().x0 >= right,
                      "colors": {t.get_text(): mc.to_hex(h.get_color() if hasattr(h, "get_color")
                                                         else h.get_facecolor()[0])
                                 for t, h in zip(legend.get_texts(), handles)}})
