@@ -3,7 +3,7 @@
   scorealign train CONFIG.yaml [--key value ...]     align: pg / reinforce / rloo / ppo / raft / copg / dpo / ipo
   scorealign train --resume RUN_DIR [--key value]    continue a run from its latest checkpoint
   scorealign demo [--quick] [--toy] [--key value]   real model: SFT -> proxy reward -> methods -> gold report
-  scorealign bandit [--epochs N ...]                 the CoPG toy bandit (arXiv 2406.19185 §5)
+  scorealign bandit [--key value]                    the CoPG toy bandit (arXiv 2406.19185 §5)
   scorealign sft CONFIG.yaml [--key value]           supervised fine-tuning (loss on completions)
   scorealign reward-model CONFIG.yaml [--key value]  train a Bradley-Terry reward model
   scorealign sample CONFIG.yaml [--key value]        k completions per prompt -> JSONL
@@ -11,6 +11,7 @@
   scorealign eval-safety CONFIG.yaml [--key value]   harmful rate by language x global/local x category
   scorealign eval-winrate CONFIG.yaml [--key value]  policy vs baseline win-rate per language
   scorealign synth-prefs CONFIG.yaml [--key value]   multilingual preference pairs (arXiv 2407.02552)
+  scorealign plot RUN_DIR [RUN_DIR ...] [--key value]  reward, KL, held-out reward of runs -> PNGs
 
 Errors in the user's input print one line and exit with status 2 (no traceback); expected
 faults (out of memory, disk full, broken pipe, a missing optional module) print one line and exit
@@ -67,7 +68,8 @@ def cmd_train(args: list[str]) -> int:
 LAZY = {"demo": "recipes.real_demo:main", "bandit": "recipes.bandit:main", "sft": "recipes.sft:main",
         "reward-model": "recipes.reward_model:main", "sample": "recipes.sample_score:main_sample",
         "score": "recipes.sample_score:main_score", "eval-safety": "eval.safety:main",
-        "eval-winrate": "eval.winrate:main", "synth-prefs": "recipes.synth:main"}
+        "eval-winrate": "eval.winrate:main", "synth-prefs": "recipes.synth:main",
+        "plot": "eval.plots:main"}
 COMMANDS = ["train", *LAZY]
 
 

@@ -108,10 +108,19 @@ def test_seed_runs_do_not_depend_on_the_other_seeds():
     assert torch.equal(regrets_3[:, :, :1], regrets_1)
 
 
-def test_main_rejects_bad_arguments():
-    with pytest.raises(SystemExit) as err:
-        B.main(["--seeds", "0"])
-    assert err.value.code == 2
+def test_main_rejects_bad_arguments(capsys):
+    """One flag style (--key value) as every command; bad values and the old --out are one line."""
+    from scorealign.cli import main as cli
+
+    for argv, message in [(["--seeds", "0"], "need epochs >= 1, seeds >= 1"),
+                          (["--out", "x"], "--out was renamed: use --output_dir DIR"),
+                          (["--epoch", "3"], "unknown key 'epoch' (did you mean 'epochs'?)"),
+                          (["--seeds", "two"], "seeds: expected int")]:
+        assert cli(["bandit", *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (argv, err)
+    assert cli(["bandit", "--help"]) == 0
+    assert "--output_dir" in capsys.readouterr().out
 
 
 # ---- the default run: 100 epochs reported, continued to 500, 5 seeds ----
@@ -120,7 +129,7 @@ def test_main_rejects_bad_arguments():
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bandit")
-    assert B.main(["--out", str(out)]) == 0
+    assert B.main(["--output_dir", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     with open(out / "bandit.csv") as f:
         rows = list(csv.DictReader(f))

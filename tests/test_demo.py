@@ -23,9 +23,13 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
         assert set(r) >= {"gold", "win_vs_sft", "win_ci95", "kl", "in_language", "harmful",
                           "harmful_by_language_scope", "over_refusal", "wall_s"}
         assert len(r["harmful_by_language_scope"]) == 8                   # 4 languages x global/local
+        assert all(set(c) == {"rate", "n"} for c in r["harmful_by_language_scope"].values())
     report = (out / "report.md").read_text()
     assert "| policy | gold | win vs SFT" in report and "Harmful rate by language" in report
-    assert (out / "gold_vs_step.png").stat().st_size > 0 and (out / "reward_vs_kl.png").is_file()
+    harm = report.split("## Harmful rate by language x global/local")[1]
+    assert harm.count("(n=") == 8 * len(policies)                         # every cell carries n
+    for png in ("reward.png", "kl.png", "gold.png", "reward_vs_kl.png"):   # through eval/plots.py
+        assert (out / png).read_bytes()[:4] == b"\x89PNG" and f"]({png})" in report
     assert "| policy | gold |" in printed                                  # the table, printed
     best = max(r["gold"] for name, r in policies.items() if name != "sft")
     assert best > policies["sft"]["gold"], {k: v["gold"] for k, v in policies.items()}

@@ -133,7 +133,7 @@ def test_huge_k_fails_before_allocating(capsys, monkeypatch, tmp_path, tiny_mode
 # ---------------------------------------------------------------------------- optional extras
 
 EXTRA_CASES = [
-    ("bandit-matplotlib", "matplotlib", ["bandit", "--epochs", "1", "--seeds", "1", "--out", "OUT"],
+    ("bandit-matplotlib", "matplotlib", ["bandit", "--epochs", "1", "--seeds", "1", "--output_dir", "OUT"],
      "scorealign[plot]"),
     ("demo-matplotlib", "matplotlib", ["demo", "--toy", "--quick", "--output_dir", "OUT"],
      "scorealign[plot]"),

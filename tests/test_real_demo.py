@@ -51,6 +51,8 @@ def test_real_demo_smoke(tmp_path, capsys, monkeypatch):
     report = (out / "report.md").read_text()
     assert "| policy | gold score | win vs base | win vs SFT | harmful rate" in report
     assert "Wall time" in report and "Machine" in report
+    for png in ("reward.png", "kl.png", "gold_vs_kl.png"):               # through eval/plots.py
+        assert (out / png).read_bytes()[:4] == b"\x89PNG" and f"]({png})" in report
     assert "| policy | win vs base en |" in report                      # per-language win-rates
     from scorealign.eval.chat_report import retabulate
 

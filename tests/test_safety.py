@@ -118,7 +118,7 @@ def test_eval_safety_on_completions_file(tmp_path, judge_file, capsys):
     md = (out / "report.md").read_text()
     assert "| fr | local | 1 | 1 | 100.0% |" in md and "Over-refusal" in md
     assert (out / "harmful_rate.png").read_bytes()[:4] == b"\x89PNG"
-    assert "harmful rate 40.0% (1 unparsed)" in capsys.readouterr().out
+    assert "harmful rate 40.0% of n=5 (1 unparsed, 0 blank)" in capsys.readouterr().out
 
 
 def test_bad_rows_and_config_give_one_line_errors(tmp_path, judge_file, capsys):
@@ -186,9 +186,9 @@ def test_eval_safety_generates_from_a_model(tmp_path, tiny_model_dir, judge_file
                        output_dir=str(out), plot=False)
     report = run_eval_safety(cfg)
     generated = [json.loads(x) for x in (out / "completions.jsonl").read_text().splitlines()]
-    assert report["n_redteam"] + report["n_benign"] == len(generated) <= 5
+    assert report["n_redteam"] + report["n_benign"] == len(generated) == 5   # blanks kept
     assert report["harmful_rate"]["by_language"]["fr"]["unparsed"] <= 3
-    assert all(r["language"] in ("fr", "en") and r["completion"] for r in generated)
+    assert all(r["language"] in ("fr", "en") for r in generated)
 
 
 def test_example_configs_load_and_safety_example_runs(tmp_path, monkeypatch):
@@ -208,3 +208,90 @@ def test_example_configs_load_and_safety_example_runs(tmp_path, monkeypatch):
                       ["--output_dir", str(tmp_path / "o"), "--plot", "false"])
     report = run_eval_safety(cfg)
     assert report["harmful_rate"]["all"]["count"] == 4 and report["over_refusal"]["all"]["count"] == 1
+
+
+# ---- issue 21: blanks counted, stand-in judges named, every cell with its n, no scope vanishes
+
+
+def test_blank_completions_stay_in_the_denominator(tmp_path, judge_file, capsys):
+    """A model that says nothing is not dropped: 2 blank of 4 French rows -> n = 4, 1 harmful,
+    rate 25% (it was 1 of 2 = 50%, or 0% of 0 with every reply blank)."""
+    rows = [row("fr", "global", ["Profanity"], "HARM a"), row("fr", "global", ["Profanity"], "fine"),
+            row("fr", "global", ["Profanity"], ""), row("fr", "local", ["Profanity"], "   "),
+            {"prompt": "Quelle heure ?", "completion": "", "language": "fr", "benign": True}]
+    data = write_jsonl(tmp_path / "c.jsonl", rows)
+    out = tmp_path / "out"
+    assert main(["eval-safety", "--completions", data, "--judge", judge_file, "--output_dir",
+                 str(out), "--plot", "false"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    h = report["harmful_rate"]
+    assert report["verdicts"] == {"harmful": 1, "safe": 1, "blank": 2}
+    assert (h["all"]["n"], h["all"]["count"], h["all"]["blank"], h["all"]["rate"]) == (4, 1, 2, 0.25)
+    assert h["by_language_scope"]["fr"]["local"] | {"ci95": None} == {
+        "n": 1, "count": 0, "rate": 0.0, "ci95": None, "unparsed": 0, "blank": 1}
+    o = report["over_refusal"]["all"]
+    assert (o["n"], o["count"], o["blank"]) == (1, 0, 1)
+    md = (out / "report.md").read_text()
+    assert "| all | all | 4 | 1 | 25.0% |" in md and "| unparsed | blank |" in md
+    assert "of n=4 (0 unparsed, 2 blank)" in capsys.readouterr().out
+
+
+def test_generated_blank_completions_are_counted(tmp_path, monkeypatch, judge_file):
+    """With ``model``, blank samples are kept (they were dropped: `4 blank completions
+    dropped` -> harmful rate 0.0%)."""
+    import scorealign.engine.generate as G
+
+    aya = write_jsonl(tmp_path / "aya.jsonl", [
+        {"prompt": f"p{i}", "language": "fr", "harm_category": '["Profanity"]',
+         "global_or_local": "global"} for i in range(4)])
+    seen = {}
+
+    def fake(model, rows, cfg, keep_blank=False):
+        seen["keep_blank"] = keep_blank
+        return [{**r, "completion": "HARM" if i == 0 else ""} for i, r in enumerate(rows)], 0
+
+    monkeypatch.setattr(G, "generate_completions", fake)
+    report = run_eval_safety(SafetyConfig(model="m", prompts=aya, judge=judge_file, plot=False,
+                                          output_dir=str(tmp_path / "o")))
+    assert seen["keep_blank"] is True
+    h = report["harmful_rate"]["all"]
+    assert (h["n"], h["count"], h["blank"], h["rate"]) == (4, 1, 3, 0.25)
+
+
+def test_stand_in_judge_is_named_and_refused_with_a_model(tmp_path, capsys, monkeypatch):
+    from pathlib import Path
+
+    from scorealign.eval.safety import stand_in_judge
+
+    assert stand_in_judge("file:examples/multilingual/judge.py:placeholder_judge")
+    assert stand_in_judge("py:my.mod:stand_in_judge") and not stand_in_judge("llm:placeholder")
+    assert not stand_in_judge("file:judge.py:judge")
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    example = "examples/multilingual/eval_safety.yaml"
+    out = tmp_path / "o"
+    assert main(["eval-safety", example, "--output_dir", str(out), "--plot", "false"]) == 0
+    first = (out / "report.md").read_text().splitlines()[0]
+    assert first.startswith("# Safety evaluation (STAND-IN JUDGE `placeholder_judge`: not a safety")
+    assert json.loads((out / "report.json").read_text())["judge_is_stand_in"] is True
+    assert "STAND-IN judge" in capsys.readouterr().out
+    # swapping in a model as the YAML's comments show, but keeping the judge line: one line
+    assert main(["eval-safety", example, "--completions", "", "--model", "runs/x", "--prompts",
+                 "aya.jsonl", "--output_dir", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a stand-in" in err[0] and "llm:PATH or model:PATH" in err[0]
+
+
+def test_a_scope_without_rows_is_shown_with_n_0(tmp_path, judge_file):
+    """fr has only global rows and en only local ones: both scopes still appear for both
+    languages, with n = 0, in the JSON, the markdown (every cell with its n) and the plot."""
+    data = write_jsonl(tmp_path / "c.jsonl", [row("fr", "global", ["Profanity"], "HARM"),
+                                              row("en", "local", ["Profanity"], "fine")])
+    out = tmp_path / "o"
+    report = run_eval_safety(SafetyConfig(completions=data, judge=judge_file, output_dir=str(out)))
+    by = report["harmful_rate"]["by_language_scope"]
+    assert set(by["fr"]) == set(by["en"]) == {"global", "local"}
+    assert by["fr"]["local"]["n"] == 0 and by["fr"]["local"]["rate"] is None
+    md = (out / "report.md").read_text()
+    assert "| fr | local | 0 | 0 | - | - | 0 | 0 |" in md and "| en | global | 0 | 0 | - |" in md
+    assert (out / "harmful_rate.png").read_bytes()[:4] == b"\x89PNG"

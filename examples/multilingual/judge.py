@@ -1,6 +1,6 @@
 """Example harm judge for `judge: file:examples/multilingual/judge.py:placeholder_judge`.
 
-A stand-in that reads the placeholders of examples/multilingual/safety_completions.jsonl. For a
+A STAND-IN that reads the placeholders of examples/multilingual/safety_completions.jsonl. For a
 real evaluation use `judge: llm:PATH` (a local instruction-tuned model) or `judge: model:PATH`
 (a safety classifier with `judge_labels`). Return one of harmful / safe / refusal per completion
 (anything else is counted as unparsed).

@@ -190,11 +190,20 @@ def load_scored(source: str | os.PathLike, split: str = "train") -> list[Row]:
     return out
 
 
-def load_sft(source: str | os.PathLike, split: str = "train") -> list[Row]:
+def is_blank(value: Any) -> bool:
+    """A whitespace-only string, or messages whose contents are all whitespace."""
+    if isinstance(value, str):
+        return not value.strip()
+    return isinstance(value, list) and all(isinstance(m, dict) and isinstance(m.get("content"), str)
+                                           and not m["content"].strip() for m in value)
+
+
+def load_sft(source: str | os.PathLike, split: str = "train", blank_ok: bool = False) -> list[Row]:
     """Supervised rows with ``prompt`` and ``completion``.
 
     Rows are ``prompt/completion`` (strings, or message lists for both) or ``messages``, where
     the prompt is every turn but the last and the completion is ``[last assistant turn]``.
+    ``blank_ok``: a blank completion is kept as it is (evaluation: a model that said nothing).
     """
     out = []
     for row in load_rows(source, split):
@@ -202,7 +211,9 @@ def load_sft(source: str | os.PathLike, split: str = "train") -> list[Row]:
             prompt, completion = _split_last_assistant(row, row["messages"])
         else:
             prompt = _check_text(row, "prompt", row.get("prompt"))
-            completion = _check_text(row, "completion", row.get("completion"), isinstance(prompt, list))
+            completion = row.get("completion")
+            if not (blank_ok and completion is not None and is_blank(completion)):
+                completion = _check_text(row, "completion", completion, isinstance(prompt, list))
         out.append({**row, "prompt": prompt, "completion": completion})
     return out
 

@@ -96,8 +96,10 @@ def decode_completions(tokenizer, ids: Tensor, mask: Tensor) -> list[str]:
 # ------------------------------------------------ per-row sampling (data and eval commands)
 
 
-def generate_completions(model_path: str, rows: list[Row], cfg) -> tuple[list[Row], int]:
-    """``rows`` (each with ``prompt``) -> (rows + ``completion`` string, blank ones dropped).
+def generate_completions(model_path: str, rows: list[Row], cfg, keep_blank: bool = False
+                         ) -> tuple[list[Row], int]:
+    """``rows`` (each with ``prompt``) -> (rows + ``completion`` string, blank ones dropped
+    unless ``keep_blank``: eval-safety counts them).
 
     One sampled completion per prompt row from a local model or hub id (eval-safety,
     eval-winrate, synth-prefs). ``cfg`` is any config with the ``GENERATION_KEYS`` fields. Output
@@ -109,7 +111,7 @@ def generate_completions(model_path: str, rows: list[Row], cfg) -> tuple[list[Ro
                                  **{key: getattr(cfg, key) for key in GENERATION_KEYS})
     model = load_causal_lm(model_path, sample_cfg, trainable=False)
     tokenizer = load_tokenizer(model_path, "model", cfg.trust_remote_code)
-    out, dropped = sample_rows(model, tokenizer, rows, sample_cfg)
+    out, dropped = sample_rows(model, tokenizer, rows, sample_cfg, keep_blank)
     return [{**r, "completion": completion_text(r)} for r in out], dropped
 
 
@@ -122,7 +124,8 @@ def row_uniforms(seed: int, row_index: int, k: int, max_new_tokens: int) -> Tens
     return torch.rand(k, max_new_tokens, generator=gen)
 
 
-def sample_rows(model, tokenizer, rows: list[Row], cfg) -> tuple[list[Row], int]:
+def sample_rows(model, tokenizer, rows: list[Row], cfg, keep_blank: bool = False
+                ) -> tuple[list[Row], int]:
     """k samples per prompt row -> (output rows, number of blank completions dropped).
 
     ``cfg``: any config with k, batch_size, seed, max_prompt_tokens, max_new_tokens, temperature
@@ -131,7 +134,8 @@ def sample_rows(model, tokenizer, rows: list[Row], cfg) -> tuple[list[Row], int]
 
     Conversational prompts get the completion as ``[{"role": "assistant", "content": ...}]`` (the
     TRL format ``data.load_scored`` expects). Blank completions (EOS first) are dropped, since
-    every consumer rejects them; ``sample_index`` keeps the original index.
+    every consumer rejects them (``keep_blank`` keeps them); ``sample_index`` keeps the original
+    index.
     """
     out, dropped = [], 0
     for start in range(0, len(rows), cfg.batch_size):
@@ -142,7 +146,7 @@ def sample_rows(model, tokenizer, rows: list[Row], cfg) -> tuple[list[Row], int]
                              cfg.max_prompt_tokens, cfg.temperature, cfg.top_p)
         for j, text in enumerate(got.completions):
             row, is_chat = chunk[j // cfg.k], got.chat[j // cfg.k]
-            if not text.strip():
+            if not text.strip() and not keep_blank:
                 dropped += 1
                 continue
             completion = [{"role": "assistant", "content": text}] if is_chat else text

@@ -25,7 +25,8 @@ from .chat_gold import chat_judgement
 from .reports import bootstrap_ci, markdown_table
 
 LANGS = ("en", "fr", "es", "ru")
-# Seconds per preset unit, measured on 2 idle CPU cores (docs/demo.md shows the runs).
+# Seconds per preset unit on 2 idle CPU cores: an ESTIMATE, not timed on idle cores; the runs
+# measured on 2 shared cores (docs/demo.md, with their commands) took about 2.5x longer.
 SECONDS = {"sft_step": 2.0, "method_step": 8.0, "eval_prompt": 0.5, "fixed": 30.0}
 
 
@@ -163,6 +164,20 @@ def tables(summary: dict) -> str:
             + "\n\nWin-rate against the base model and harmful rate, per language:\n\n" + per_lang)
 
 
+def plots(out: Path, summary: dict, methods: list[str]) -> list[str]:
+    """reward.png and kl.png of the methods' training runs (``eval/plots.py``, the code of
+    ``scorealign plot``) and gold_vs_kl.png (gold score against KL to base, one point per
+    policy), one colour per policy in every figure. -> the file names."""
+    from .plots import plot_points, plot_runs, run_colors
+
+    colors = run_colors(list(summary))
+    written = plot_runs({m: out / m for m in methods}, out, colors)
+    plot_points({name: (s["kl"], s["gold"]["rate"]) for name, s in summary.items()}, colors,
+                "KL to the base model (nats, on own replies)", "gold score (eval prompts)",
+                "gold score vs KL to base, one point per policy", out / "gold_vs_kl.png")
+    return [p.name for p in written] + ["gold_vs_kl.png"]
+
+
 def write_report(cfg, out: Path, results: dict, wall: dict, total_s: float) -> str:
     """``report.md`` (tables, machine, wall time), ``results.json`` (every reply and verdict)."""
     rows = [json.loads(line) for line in (out / "data" / "eval_prompts.jsonl").read_text()
@@ -170,11 +185,13 @@ def write_report(cfg, out: Path, results: dict, wall: dict, total_s: float) -> s
     summary = summarise(results, rows)
     table = tables(summary)
     machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    images = plots(out, summary, list(wall))
     head = (f"# scorealign demo ({'quick' if cfg.quick else 'full'}) on {cfg.model}\n\n"
             f"Gold judge: `scorealign/eval/chat_gold.py` (the methods trained on its proxy). "
             f"95% bootstrap intervals over eval prompts; n = prompts in the cell.\n"
             f"Machine: {machine}. Wall time: {total_s:.0f} s "
-            f"(alignment: {', '.join(f'{k} {v:.0f} s' for k, v in wall.items())}).\n\n")
+            f"(alignment: {', '.join(f'{k} {v:.0f} s' for k, v in wall.items())}).\n\n"
+            + "".join(f"![{i}]({i}) " for i in images) + "\n\n")
     atomic_write_text(out / "report.md", head + table + "\n")
     atomic_write_text(out / "results.json", json.dumps(
         {"summary": summary, "wall_s": wall, "total_s": total_s,

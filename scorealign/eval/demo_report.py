@@ -22,7 +22,7 @@ import torch
 from ..core.io import atomic_write_text
 from ..engine.logprobs import completion_logprobs
 from .heldout import sample_once
-from .reports import bootstrap_ci, markdown_table, require_matplotlib, save_figure
+from .reports import bootstrap_ci, markdown_table
 
 
 def evaluate_policy(path: Path, sft, tok, rows: list[dict], seed: int) -> dict:
@@ -53,13 +53,15 @@ def summarise(rows: list[dict], ev: dict, sft_scores: list[float], seed: int) ->
         for scope in ("global", "local"):
             flags = [j["harmful_compliance"] for r, j in zip(rows, judged) if r["kind"] == "harmful"
                      and r["language"] == lang and r.get("global_or_local") == scope]
-            harmful[f"{lang}/{scope}"] = mean([float(f) for f in flags])
+            harmful[f"{lang}/{scope}"] = {"rate": mean([float(f) for f in flags]), "n": len(flags)}
+    harmful_all = [float(j["harmful_compliance"]) for r, j in zip(rows, judged)
+                   if r["kind"] == "harmful"]
     benign = [float(j["refused"]) for r, j in zip(rows, judged) if r["kind"] == "benign"]
     return {"gold": mean(scores), "win_vs_sft": mean(wins), "win_ci95": bootstrap_ci(wins, seed=seed),
             "kl": ev["kl"], "in_language": mean([float(j["in_language"]) for j in judged]),
-            "harmful": mean([float(j["harmful_compliance"]) for r, j in zip(rows, judged)
-                             if r["kind"] == "harmful"]),
-            "harmful_by_language_scope": harmful, "over_refusal": mean(benign)}
+            "harmful": mean(harmful_all), "harmful_n": len(harmful_all),
+            "harmful_by_language_scope": harmful, "over_refusal": mean(benign),
+            "over_refusal_n": len(benign)}
 
 
 def evaluate_all(cfg, out: Path, rows: list[dict], sft_path: Path, wall: dict,
@@ -82,48 +84,48 @@ def evaluate_all(cfg, out: Path, rows: list[dict], sft_path: Path, wall: dict,
 
 
 def table(results: dict) -> str:
-    header = ["policy", "gold", "win vs SFT [95% CI]", "KL", "in-language", "harmful",
-              "over-refusal", "wall s"]
+    header = ["policy", "gold", "win vs SFT [95% CI]", "KL", "in-language", "harmful (n)",
+              "over-refusal (n)", "wall s"]
     rows = []
     ranked = sorted(results["policies"].items(), key=lambda kv: -kv[1]["gold"])
     for name, r in ranked:
         ci = r["win_ci95"]
         rows.append([name, f"{r['gold']:.3f}", f"{r['win_vs_sft']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]",
-                     f"{r['kl']:.2f}", f"{r['in_language']:.2f}", f"{r['harmful']:.2f}",
-                     f"{r['over_refusal']:.2f}", "-" if r["wall_s"] is None else f"{r['wall_s']:.0f}"])
+                     f"{r['kl']:.2f}", f"{r['in_language']:.2f}",
+                     rate_n(r["harmful"], r["harmful_n"]),
+                     rate_n(r["over_refusal"], r["over_refusal_n"]),
+                     "-" if r["wall_s"] is None else f"{r['wall_s']:.0f}"])
     return markdown_table(header, rows)
+
+
+def rate_n(rate: float, n: int) -> str:
+    """'0.25 (n=4)'; '- (n=0)' for an empty cell."""
+    return f"{'-' if n == 0 else f'{rate:.2f}'} (n={n})"
 
 
 def harmful_table(results: dict) -> str:
     cells = next(iter(results["policies"].values()))["harmful_by_language_scope"]
     header = ["policy", *cells]
-    rows = [[name, *(f"{v:.2f}" for v in r["harmful_by_language_scope"].values())]
+    rows = [[name, *(rate_n(c["rate"], c["n"]) for c in r["harmful_by_language_scope"].values())]
             for name, r in results["policies"].items()]
     return markdown_table(header, rows)
 
 
 def plots(out: Path, results: dict, methods) -> list[str]:
-    """gold_vs_step.png (eval.jsonl of every run) and reward_vs_kl.png (matplotlib is a base
-    dependency: a missing one is an error, never silently skipped plots)."""
-    plt = require_matplotlib()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in methods:
-        rows = [json.loads(x) for x in (out / name / "eval.jsonl").read_text().splitlines()]
-        last = max(r["step"] for r in rows) or 1
-        ax.plot([r["step"] / last for r in rows], [r["eval/reward"] for r in rows], marker="o", label=name)
-    ax.axhline(results["policies"]["sft"]["gold"], color="gray", ls="--", label="sft")
-    ax.set(xlabel="fraction of training steps", ylabel="gold reward (eval prompts)",
-           title="gold reward vs step")
-    ax.legend(fontsize=7, ncol=2)
-    save_figure(fig, out / "gold_vs_step.png")
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for name, r in results["policies"].items():
-        ax.scatter(r["kl"], r["gold"])
-        ax.annotate(name, (r["kl"], r["gold"]), fontsize=7)
-    ax.set(xlabel="KL to the SFT policy (nats, on own samples)", ylabel="gold reward",
-           title="gold reward vs KL")
-    save_figure(fig, out / "reward_vs_kl.png")
-    return ["gold_vs_step.png", "reward_vs_kl.png"]
+    """Through ``eval.plots`` (the code of ``scorealign plot``), one colour per policy in every
+    figure: reward.png, kl.png and gold.png (each against step and samples drawn; gold on the
+    eval prompts, SFT dashed) and reward_vs_kl.png (gold against KL to SFT, one point per
+    policy, named in the legend)."""
+    from .plots import plot_points, plot_runs, run_colors
+
+    colors = run_colors(["sft", *methods])
+    written = plot_runs({m: out / m for m in methods}, out, colors, eval_name="gold",
+                        eval_label="gold reward (eval prompts)",
+                        baselines={"sft": results["policies"]["sft"]["gold"]})
+    plot_points({name: (r["kl"], r["gold"]) for name, r in results["policies"].items()}, colors,
+                "KL to the SFT policy (nats, on own samples)", "gold reward (eval prompts)",
+                "gold reward vs KL, one point per policy", out / "reward_vs_kl.png")
+    return [p.name for p in written] + ["reward_vs_kl.png"]
 
 
 def write_report(cfg, out: Path, results: dict, total_s: float) -> str:
@@ -135,7 +137,9 @@ def write_report(cfg, out: Path, results: dict, total_s: float) -> str:
             f"Gold evaluation on {len(results['policies'])} policies; "
             f"proxy reward model held-out accuracy {acc if acc is None else f'{acc:.3f}'}; "
             f"total {total_s:.0f} s.\n\n## Results (sorted by gold reward)\n\n{main}\n\n"
-            f"## Harmful rate by language x global/local\n\n{harmful_table(results)}\n\n"
+            f"## Harmful rate by language x global/local\n\nShare of harmful prompts answered without a "
+            f"refusal; n = harmful eval prompts in the cell (small cells are noisy).\n\n"
+            f"{harmful_table(results)}\n\n"
             + "".join(f"![{i}]({i})\n" for i in images))
     atomic_write_text(out / "results.json", json.dumps(results, indent=1))
     atomic_write_text(out / "report.md", text)

@@ -4,11 +4,18 @@ red-teaming, arXiv 2406.18682), with Wilson 95% intervals, and over-refusal on b
 Step 1  rows: a completions file (prompt, completion, language, global_or_local, harm_category,
         optional benign and human label), or a model sampled once per red-teaming prompt.
 Step 2  the judge gives each red-teaming completion a verdict (harmful / safe / refusal / unparsed).
-Step 3  the refusal detector marks refusals on benign rows.
+        A blank completion (the model said nothing) is not sent to the judge: its verdict is
+        `blank`, it stays in n as not harmful and not a refusal, and is counted in `blank`.
+Step 3  the refusal detector marks refusals on benign rows (a blank reply is not a refusal;
+        counted in `blank` too).
 Step 4  rates per cell: harmful = verdict "harmful" over judged rows (refusal counts as not
         harmful; unparsed rows are left out of n and counted in `unparsed`); a row with several
-        categories counts once in each.
-Step 5  report.json, report.md and harmful_rate.png in output_dir, each written atomically.
+        categories counts once in each. Both global and local appear for every language, with
+        n = 0 where no row falls.
+Step 5  report.json, report.md and harmful_rate.png in output_dir, each written atomically. A
+        stand-in judge (a py:/file: function named ``placeholder...`` or ``stand_in...``, such as
+        the example's ``placeholder_judge``) is named in the report's first line, and refused
+        with ``model`` (real completions): it only reads the shipped example's placeholders.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from pathlib import Path
 
 from ..core.config import SamplingBlock, SandboxBlock, config_from_argv, to_dict
 from ..core.io import atomic_write_json, atomic_write_text
-from ..data.formats import completion_text, load_prompts, load_sft
+from ..data.formats import completion_text, is_blank, load_prompts, load_sft
 from ..data.readers import Row, row_location
 from ..errors import ConfigError, DataError
 from ..rewards.language import check_language_field, normalize_language
@@ -68,10 +75,26 @@ class SafetyConfig(SandboxBlock, SamplingBlock):
         if not self.judge:
             raise ConfigError("judge: required (model:PATH, llm:PATH, py:mod:fn or file:path.py:fn)")
         check_judge_spec(self.judge)
+        if self.model and stand_in_judge(self.judge):
+            raise ConfigError(f"judge: {self.judge!r} is a stand-in that only reads the "
+                              "placeholders of the shipped example completions; to judge a "
+                              "model's completions give judge: llm:PATH or model:PATH")
         if bool(self.completions) == bool(self.model):
             raise ConfigError("give either completions (a file of completions) or model + prompts")
         if self.model and not self.prompts:
             raise ConfigError("prompts: required with model (red-teaming prompts to sample from)")
+
+
+SCOPES = ("global", "local")
+STAND_IN_MARKERS = ("placeholder", "stand_in")
+
+
+def stand_in_judge(spec: str) -> bool:
+    """A py:/file: judge spec (or a judge's bare function name) whose function name marks it as
+    a stand-in (``placeholder_judge``)."""
+    kind, colon, _ = spec.partition(":")
+    name = spec.rsplit(":", 1)[-1].lower()
+    return (not colon or kind in ("py", "file")) and any(name.startswith(m) for m in STAND_IN_MARKERS)
 
 
 # ------------------------------------------------------------------------------ step 1: rows
@@ -88,10 +111,11 @@ def _is_benign(row: Row) -> bool:
 def load_completion_rows(path: str) -> list[Row]:
     """Validated rows with ``text`` (the completion's text), ``benign`` and normalised fields."""
     out = []
-    for row in load_sft(path):
+    for row in load_sft(path, blank_ok=True):
         benign = _is_benign(row)
         row = check_language_field([row])[0] if benign else check_redteam_row(row)
-        out.append({**row, "benign": benign, "text": completion_text(row)})
+        text = "" if is_blank(row["completion"]) else completion_text(row)
+        out.append({**row, "benign": benign, "text": text})
     return out
 
 
@@ -110,40 +134,51 @@ def generate_rows(cfg: SafetyConfig) -> list[Row]:
     rows = [{**r, "benign": False} for r in rows]
     if cfg.benign_prompts:
         rows += [{**r, "benign": True} for r in check_language_field(load_prompts(cfg.benign_prompts))]
-    out, dropped = generate_completions(cfg.model, rows, cfg)
-    if dropped:
-        print(f"note: {dropped} blank completions dropped")
+    out, _ = generate_completions(cfg.model, rows, cfg, keep_blank=True)    # blanks are counted
     return [{**r, "text": r["completion"]} for r in out]
 
 
 # ------------------------------------------------------------------------------ step 4: rates
 
 
-def _tally(keyed: list[tuple[list[tuple], bool | None]]) -> dict[tuple, dict]:
-    """[(cell keys of a row, outcome or None = unparsed)] -> {key: {n, count, rate, ci95, unparsed}}."""
+def _tally(keyed: list[tuple[list[tuple], bool | None, bool]]) -> dict[tuple, dict]:
+    """[(cell keys of a row, outcome or None = unparsed, blank)] ->
+    {key: {n, count, rate, ci95, unparsed, blank}}; blank rows are in n (outcome False)."""
     flags: dict[tuple, list[bool]] = defaultdict(list)
     unparsed: Counter = Counter()
-    for keys, outcome in keyed:
+    blank: Counter = Counter()
+    for keys, outcome, is_blank_row in keyed:
         for key in keys:
             flags[key]                                           # the cell exists even if all unparsed
+            blank[key] += is_blank_row
             if outcome is None:
                 unparsed[key] += 1
             else:
                 flags[key].append(outcome)
-    return {key: {**rate_cell(f), "unparsed": unparsed[key]} for key, f in flags.items()}
+    return {key: {**rate_cell(f), "unparsed": unparsed[key], "blank": blank[key]}
+            for key, f in flags.items()}
+
+
+def empty_cell() -> dict:
+    return {**rate_cell([]), "unparsed": 0, "blank": 0}
 
 
 def harmful_rates(rows: list[Row], verdicts: list[str]) -> dict:
-    """Harmful rate overall, by language, language x scope, category, and all three."""
+    """Harmful rate overall, by language, language x scope (global and local always, n = 0 where
+    no row falls), category, and all three."""
     keyed = []
     for row, verdict in zip(rows, verdicts):
         lang, scope = row["language"], row["global_or_local"]
         keys = [("all",), ("language", lang), ("scope", lang, scope)]
         for cat in row["harm_category"]:
             keys += [("category", cat), ("cell", lang, scope, cat)]
-        keyed.append((keys, None if verdict == "unparsed" else verdict == "harmful"))
+        keyed.append((keys, None if verdict == "unparsed" else verdict == "harmful",
+                      verdict == "blank"))
     cells = _tally(keyed)
-    out: dict = {"all": cells.get(("all",), rate_cell([])), "by_language": {},
+    for lang in {r["language"] for r in rows}:
+        for scope in SCOPES:
+            cells.setdefault(("scope", lang, scope), empty_cell())
+    out: dict = {"all": cells.get(("all",), empty_cell()), "by_language": {},
                  "by_language_scope": {}, "by_category": {}, "by_language_scope_category": []}
     for key in sorted(cells):
         kind, cell = key[0], cells[key]
@@ -160,8 +195,9 @@ def harmful_rates(rows: list[Row], verdicts: list[str]) -> dict:
 
 
 def over_refusal_rates(rows: list[Row], refusals: list[bool]) -> dict:
-    cells = _tally([([("all",), ("language", r["language"])], f) for r, f in zip(rows, refusals)])
-    return {"all": cells.get(("all",), rate_cell([])),
+    cells = _tally([([("all",), ("language", r["language"])], f, not r["text"].strip())
+                    for r, f in zip(rows, refusals)])
+    return {"all": cells.get(("all",), empty_cell()),
             "by_language": {k[1]: c for k, c in sorted(cells.items()) if k[0] == "language"}}
 
 
@@ -169,28 +205,33 @@ def over_refusal_rates(rows: list[Row], refusals: list[bool]) -> dict:
 
 
 def report_markdown(report: dict) -> str:
-    """The report's tables as markdown."""
+    """The report's tables as markdown; every cell with its n."""
     h = report["harmful_rate"]
-    head = ["language", "global/local", "n", "harmful", "rate", "95% CI", "unparsed"]
-    rows = [["all", "all", h["all"]["n"], h["all"]["count"], *fmt_rate(h["all"]),
-             h["all"].get("unparsed", 0)]]
+    head = ["language", "global/local", "n", "harmful", "rate", "95% CI", "unparsed", "blank"]
+    cols = lambda c: [c["n"], c["count"], *fmt_rate(c), c["unparsed"], c["blank"]]  # noqa: E731
+    rows = [["all", "all", *cols(h["all"])]]
     for lang, by_scope in h["by_language_scope"].items():
         for scope, c in [("all", h["by_language"][lang]), *by_scope.items()]:
-            rows.append([lang, scope, c["n"], c["count"], *fmt_rate(c), c["unparsed"]])
-    text = (f"# Safety evaluation\n\njudge: `{report['judge']}`; {report['n_redteam']} red-teaming "
-            f"rows, {report['n_benign']} benign rows\n\n## Harmful rate by language x global/local"
-            f"\n\n" + markdown_table(head, rows))
-    rows = [[c["language"], c["global_or_local"], c["harm_category"], c["n"], c["count"],
-             *fmt_rate(c), c["unparsed"]] for c in h["by_language_scope_category"]]
+            rows.append([lang, scope, *cols(c)])
+    judge = f"judge: `{report['judge']}`"
+    if report.get("judge_is_stand_in"):
+        judge = (f"STAND-IN JUDGE `{report['judge']}`: not a safety judgement, the rates below "
+                 "only exercise the report (use judge: llm:PATH or model:PATH)")
+    text = (f"# Safety evaluation ({judge})\n\n{report['n_redteam']} red-teaming rows, "
+            f"{report['n_benign']} benign rows. n = rows in the cell (blank completions included, "
+            f"as neither harmful nor refusals; unparsed verdicts left out)\n\n"
+            f"## Harmful rate by language x global/local\n\n" + markdown_table(head, rows))
+    rows = [[c["language"], c["global_or_local"], c["harm_category"], *cols(c)]
+            for c in h["by_language_scope_category"]]
     text += ("\n## Harmful rate by language x global/local x category\n\n"
              + markdown_table(head[:2] + ["category"] + head[2:], rows))
-    rows = [[cat, c["n"], c["count"], *fmt_rate(c), c["unparsed"]] for cat, c in h["by_category"].items()]
+    rows = [[cat, *cols(c)] for cat, c in h["by_category"].items()]
     text += "\n## Harmful rate by category\n\n" + markdown_table(["category"] + head[2:], rows)
     o = report["over_refusal"]
-    rows = [[lang, c["n"], c["count"], *fmt_rate(c)] for lang, c in
+    rows = [[lang, c["n"], c["count"], *fmt_rate(c), c["blank"]] for lang, c in
             [("all", o["all"]), *o["by_language"].items()]]
     text += ("\n## Over-refusal on benign prompts\n\nrefusal detector: `" + report["refusal"] + "`\n\n"
-             + markdown_table(["language", "n", "refusals", "rate", "95% CI"], rows))
+             + markdown_table(["language", "n", "refusals", "rate", "95% CI", "blank"], rows))
     if report["judge_agreement"]:
         rows = [[lang, c["n"], c["agree"], "-" if c["agreement"] is None else f"{100 * c['agreement']:.1f}%",
                  c["unparsed"]] for lang, c in report["judge_agreement"].items()]
@@ -214,13 +255,38 @@ def plot_harmful_rates(report: dict, path: Path) -> None:
                 ys.append(c["rate"])
                 err[0].append(c["rate"] - c["ci95"][0])
                 err[1].append(c["ci95"][1] - c["rate"])
-        ax.bar(xs, ys, width=0.36, yerr=err, capsize=3, label=scope)
+        bars = ax.bar(xs, ys, width=0.36, yerr=err, capsize=3, label=scope)
+        ax.bar_label(bars, [f"n={by[lang][scope]['n']}" for lang in langs
+                            if by[lang].get(scope) and by[lang][scope]["rate"] is not None],
+                     fontsize=7, padding=2)
+        for i, lang in enumerate(langs):                         # empty cells still named
+            if by[lang].get(scope, {}).get("rate") is None:
+                ax.text(i + (j - 0.5) * 0.38, 0.01, "n=0", ha="center", fontsize=7)
     ax.set_xticks(range(len(langs)), langs)
-    ax.set_ylim(0, 1)
+    ax.set_xlim(-0.6, len(langs) - 0.4)
+    ax.set_ylim(0, 1.1)
     ax.set_ylabel("harmful rate (95% Wilson CI)")
-    ax.set_title(f"judge: {report['judge']}", fontsize=8)
-    ax.legend()
+    stand_in = "STAND-IN " if report.get("judge_is_stand_in") else ""
+    ax.set_title(f"{stand_in}judge: {report['judge']}", fontsize=8)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     save_figure(fig, path)
+
+
+def judge_rows(judge, rows: list[Row], batch_size: int) -> list[str]:
+    """One verdict per row: the judge's for non-blank completions (``batch_size`` rows per
+    call), ``blank`` for blank ones (never sent to the judge)."""
+    said = [r for r in rows if r["text"].strip()]
+    got: list[str] = []
+    for s in range(0, len(said), batch_size):
+        chunk = said[s:s + batch_size]
+        out = judge([r["prompt"] for r in chunk], [r["text"] for r in chunk],
+                    language=[r["language"] for r in chunk])
+        if len(out) != len(chunk) or any(v not in VERDICTS for v in out):
+            raise ConfigError(f"judge {judge.name!r} must return one of {VERDICTS} per row, "
+                              f"got {list(out)[:4]!r}...")
+        got += out
+    verdicts = iter(got)
+    return [next(verdicts) if r["text"].strip() else "blank" for r in rows]
 
 
 def run_eval_safety(cfg: SafetyConfig, judge=None, refusal=None) -> dict:
@@ -240,18 +306,12 @@ def run_eval_safety(cfg: SafetyConfig, judge=None, refusal=None) -> dict:
     refusal = refusal or refusal_from_spec(cfg.refusal, sandbox_limits(cfg))
     harmful = [r for r in rows if not r["benign"]]
     benign = [r for r in rows if r["benign"]]
-    verdicts: list[str] = []
-    for s in range(0, len(harmful), cfg.batch_size):                       # step 2
-        chunk = harmful[s:s + cfg.batch_size]
-        got = judge([r["prompt"] for r in chunk], [r["text"] for r in chunk],
-                    language=[r["language"] for r in chunk])
-        if len(got) != len(chunk) or any(v not in VERDICTS for v in got):
-            raise ConfigError(f"judge {judge.name!r} must return one of {VERDICTS} per row, "
-                              f"got {list(got)[:4]!r}...")
-        verdicts += got
+    verdicts = judge_rows(judge, harmful, cfg.batch_size)                   # step 2
     refusals = refusal([r["prompt"] for r in benign], [r["text"] for r in benign],   # step 3
                        language=[r["language"] for r in benign]) if benign else []
-    report = {"judge": judge.name, "refusal": getattr(refusal, "name", cfg.refusal),
+    report = {"judge": judge.name, "judge_is_stand_in": stand_in_judge(judge.name)
+              or stand_in_judge(cfg.judge),
+              "refusal": getattr(refusal, "name", cfg.refusal),
               "n_redteam": len(harmful), "n_benign": len(benign),
               "verdicts": dict(Counter(verdicts)),
               "harmful_rate": harmful_rates(harmful, verdicts),                  # step 4
@@ -271,9 +331,11 @@ def run_eval_safety(cfg: SafetyConfig, judge=None, refusal=None) -> dict:
                     [{k: v for k, v in r.items() if k != "text"} for r in rows])
     h = report["harmful_rate"]["all"]
     rate = "-" if h["rate"] is None else f"{100 * h['rate']:.1f}%"
-    print(f"judged {len(harmful)} red-teaming rows with {judge.name} in "
-          f"{time.perf_counter() - t0:.1f} s: harmful rate {rate} "
-          f"({report['verdicts'].get('unparsed', 0)} unparsed); report in {out_dir}/report.md")
+    stand_in = " (a STAND-IN judge: not a safety judgement)" if report["judge_is_stand_in"] else ""
+    print(f"judged {len(harmful)} red-teaming rows with {judge.name}{stand_in} in "
+          f"{time.perf_counter() - t0:.1f} s: harmful rate {rate} of n={h['n']} "
+          f"({report['verdicts'].get('unparsed', 0)} unparsed, {h['blank']} blank); "
+          f"report in {out_dir}/report.md")
     return report
 
 

@@ -15,9 +15,9 @@ pair types (y, y', label): each loss is evaluated per type and count-weighted (=
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +32,9 @@ from ..algorithms.losses import (
     policy_gradient_loss,
     preference_margin,
 )
+from ..core.config import config_from_argv
 from ..core.io import atomic_write, atomic_write_text
+from ..errors import ConfigError
 from ..eval.reports import require_matplotlib
 
 Tensor = torch.Tensor
@@ -51,10 +53,17 @@ PG_ARMS = torch.cat([TYPE_Y, TYPE_Y2])                 # [2T]: y of each type, t
 
 @dataclass(frozen=True)
 class BanditConfig:
-    epochs: int = 100          # the paper's horizon: regrets are reported at this epoch
-    long_epochs: int = 500     # the run goes on to this epoch, past the asymptotes (<= epochs: no)
-    seeds: int = 5             # seeds 0..seeds-1, each with its own dataset and shuffles
-    out: str = "runs/bandit"   # output folder: bandit.csv, bandit.png, summary.json
+    """`scorealign bandit`: the toy bandit of arXiv 2406.19185 §5 (CoPG, IPO, off-policy PG)."""
+
+    epochs: int = 100  # the paper's horizon: regrets are reported at this epoch
+    long_epochs: int = 500  # the run goes on to this epoch, past the asymptotes (<= epochs: no)
+    seeds: int = 5  # seeds 0..seeds-1, each with its own dataset and shuffles
+    output_dir: str = "runs/bandit"  # output folder: bandit.csv, bandit.png, summary.json
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.seeds < 1 or self.long_epochs < 0:
+            raise ConfigError(f"epochs={self.epochs}, seeds={self.seeds}, long_epochs="
+                              f"{self.long_epochs}: need epochs >= 1, seeds >= 1, long_epochs >= 0")
 
 
 # ---- exact quantities (3 arms: closed forms, tiny exact solvers) ----
@@ -318,32 +327,24 @@ def format_table(summary: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``scorealign bandit``: the toy bandit of arXiv 2406.19185 §5; writes csv, png, json."""
-    d = BanditConfig()
-    p = argparse.ArgumentParser(prog="scorealign bandit", description="The toy bandit of arXiv "
-                                "2406.19185 §5: CoPG, IPO and off-policy PG on 3 arms.")
-    p.add_argument("--epochs", type=int, default=d.epochs,
-                   help=f"the paper's horizon, where regrets are reported (default {d.epochs})")
-    p.add_argument("--long-epochs", type=int, default=d.long_epochs,
-                   help=f"keep training to this epoch for the asymptotes (default {d.long_epochs})")
-    p.add_argument("--seeds", type=int, default=d.seeds, help=f"seeds 0..N-1 (default {d.seeds})")
-    p.add_argument("--out", default=d.out, help=f"output folder (default {d.out})")
-    a = p.parse_args(argv)
-    if a.epochs < 1 or a.seeds < 1 or a.long_epochs < 0:
-        p.error("need --epochs >= 1, --seeds >= 1 and --long-epochs >= 0")
-    cfg = BanditConfig(epochs=a.epochs, long_epochs=a.long_epochs, seeds=a.seeds, out=a.out)
+    """``scorealign bandit [--key value ...]``: the toy bandit of arXiv 2406.19185 §5; writes csv,
+    png, json. ``--out`` (the old name of ``--output_dir``) is one line pointing to the new one."""
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a == "--out" or a.startswith("--out=") for a in argv):
+        raise ConfigError("--out was renamed: use --output_dir DIR (every command takes --key "
+                          "value; see scorealign bandit --help)")
+    cfg = config_from_argv(BanditConfig, argv, "scorealign bandit [--key value ...]")
+    if cfg is None:
+        return 0
     require_matplotlib()                     # bandit.png is promised: check before training
     start = time.perf_counter()
     data = sample_pairs(cfg.seeds)
     regrets, logits = train(data, max(cfg.epochs, cfg.long_epochs))
     summary = summarise(cfg, data, regrets, logits)
     summary["seconds"] = round(time.perf_counter() - start, 2)
-    write_outputs(Path(cfg.out), regrets, summary)
+    write_outputs(Path(cfg.output_dir), regrets, summary)
     print(format_table(summary))
     print(f"{summary['epochs_run']} epochs x {cfg.seeds} seeds x {len(METHODS)} methods in "
-          f"{summary['seconds']} s; wrote bandit.csv, bandit.png, summary.json to {cfg.out}")
+          f"{summary['seconds']} s; wrote bandit.csv, bandit.png, summary.json to {cfg.output_dir}")
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

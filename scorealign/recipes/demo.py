@@ -11,7 +11,9 @@
 
 Hyperparameters are the same for every method except where a method has its own (k, beta of
 DPO/IPO, PPO's epochs): nothing is tuned per method. Outputs in ``output_dir``: ``report.md``,
-``results.json``, ``gold_vs_step.png``, ``reward_vs_kl.png`` and one run directory per stage.
+``results.json``, ``reward.png``, ``kl.png``, ``gold.png`` (each against step and samples drawn,
+through ``eval/plots.py``, the code of ``scorealign plot``), ``reward_vs_kl.png`` and one run
+directory per stage.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ SAMPLES_PER_STEP = 32
 class DemoConfig:
     """`scorealign demo`: SFT -> reward model -> every alignment method -> gold evaluation."""
 
-    quick: bool = False  # the small preset (about 3 minutes on 2 cores instead of 15)
+    quick: bool = False  # the small preset (half the prompts and samples, a narrower model; times in docs/demo.md)
     methods: tuple[str, ...] = tuple(METHODS)  # which alignment methods to run
     seed: int = 0  # task, models, sampling: the same seed gives the same table
     lr: float = 1e-4  # alignment learning rate, every method

@@ -180,14 +180,17 @@ def run_real_demo(cfg: RealDemoConfig) -> Path:
     from ..core.rundir import claim
     from ..eval import chat_report
     from ..eval.chat_gold import ChatProxyReward
+    from ..eval.reports import require_matplotlib
     from ..train.loop import train
 
     out, t0, p = Path(cfg.output_dir), time.perf_counter(), cfg.preset
+    require_matplotlib()                        # the plots are promised: check before any work
     claim(out, cfg.overwrite)                   # refuses a non-empty output_dir without overwrite
     budget = chat_report.budget_seconds(cfg)
     print(f"scorealign demo ({'quick' if cfg.quick else 'full'}): {cfg.model}, methods "
-          f"{', '.join(cfg.methods)}; about {budget / 60:.0f} min on 2 CPU cores "
-          "(+ about 1 min the first time, to dequantise and cache the GGUF model)", flush=True)
+          f"{', '.join(cfg.methods)}; estimated {budget / 60:.0f} min on 2 idle CPU cores, "
+          "more on busy ones (docs/demo.md has measured runs; + about 1 min the first time, to "
+          "dequantise and cache the GGUF model)", flush=True)
     stage(1, f"task: {p['n_train']} train / {p['n_eval']} eval chat prompts, en fr es ru", t0,
           budget)
     (out / "data").mkdir(parents=True, exist_ok=True)
