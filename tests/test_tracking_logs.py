@@ -195,11 +195,11 @@ def read_trackio(run_dir: Path):
 def read_tensorboard(run_dir: Path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(run_dir / "tensorboard" / "tensorboard"))
+    events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
     history = [{"_step": e.step, "reward/mean": e.value} for e in events.Scalars("reward/mean")]
     text = events.Tensors("completions/text_summary")[0].tensor_proto.string_val[0].decode()
-    hparams = next(run_dir.glob("tensorboard/tensorboard/*/hparams.yml")).read_text()
+    hparams = next(run_dir.glob("tensorboard/*/hparams.yml")).read_text()
     return {"lr": float(re.search(r"lr: (\S+)", hparams).group(1))}, history, {"text": text}
 
 
