@@ -313,3 +313,11 @@ def test_help_lists_trl_names_and_explains_num_epochs(capsys):
     code, out, _ = run_cli(capsys, "train", "--help")
     assert code == 0
     assert "--learning_rate" in out and "-> lr" in out and "TRL's num_iterations" in out
+
+
+def test_docs_list_every_trl_name():
+    from scorealign.train import trl_names
+
+    doc = (ROOT / "docs" / "trl_names.md").read_text()
+    for name, (target, _) in {**trl_names.TRAIN, **trl_names.SFT}.items():
+        assert f"| `{name}` | " + (f"`{target}` (mapped)" if target else "refused") in doc, name

@@ -43,7 +43,7 @@ def progress_line(step: int, total: int, row: dict, seconds_per_step: float) -> 
     elif "loss/policy" in row:
         parts.append(f"loss {row['loss/policy']:.4g}")
     if "kl" in row:
-        parts.append(f"kl {row['kl']:.4g}")
+        parts.append(f"kl {row['kl'] + 0.0:.4g}")          # + 0.0: no '-0'
     parts += [f"lr {row['lr']:.3g}", f"{seconds_per_step:.3g} s/step",
               f"eta {duration(seconds_per_step * (total - step))}"]
     return "  ".join(parts)

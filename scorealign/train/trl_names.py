@@ -17,7 +17,7 @@ _BATCH = ("the global batch is prompts_per_step prompts x k completions, all pro
 # Shared by train and sft.
 COMMON: dict[str, tuple[str | None, str]] = {
     "learning_rate": ("lr", ""),
-    "lr_scheduler_type": ("lr_schedule", "constant | linear | cosine"),
+    "lr_scheduler_type": ("lr_schedule", "constant, linear or cosine"),
     "logging_steps": ("log_every", ""),
     "save_steps": ("save_every", ""),
     "eval_steps": ("eval_every", ""),
