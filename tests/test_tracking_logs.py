@@ -321,3 +321,26 @@ def test_docs_list_every_trl_name():
     doc = (ROOT / "docs" / "trl_names.md").read_text()
     for name, (target, _) in {**trl_names.TRAIN, **trl_names.SFT}.items():
         assert f"| `{name}` | " + (f"`{target}` (mapped)" if target else "refused") in doc, name
+
+
+def test_progress_log_bar_and_plain_lines(tmp_path, capsys):
+    """The bar on a terminal (no plain lines), plain lines every log_every steps otherwise; both
+    write metrics.jsonl and the completions file."""
+    from types import SimpleNamespace
+
+    from scorealign.core.metrics import ProgressLog
+
+    cfg = SimpleNamespace(steps=6, log_every=3, algo="rloo")
+    stats = {"reward/mean": 1.0, "reward/std": 0.5, "kl": 0.1, "loss/policy": 0.0}
+    for terminal in (True, False):
+        run = tmp_path / f"t{terminal}"
+        log = ProgressLog(run, cfg, 0, True, terminal=terminal)
+        for step in range(1, 7):
+            log.step(step, stats, 0.5, 1e-3, 8)
+        log.completions(6, [{"prompt": "p", "completion": "c", "reward": 1.0, "advantage": 0.2}])
+        log.close()
+        out = capsys.readouterr().out
+        plain = [x.split()[1] for x in out.splitlines() if x.startswith("step ")]
+        assert plain == ([] if terminal else ["1/6", "3/6", "6/6"])
+        assert len((run / "metrics.jsonl").read_text().splitlines()) == 6
+        assert json.loads((run / "completions.jsonl").read_text())["step"] == 6

@@ -119,8 +119,7 @@ class ProgressLog:
                 per_step = (time.perf_counter() - self.t0) / (step - self.start)
                 print(progress_line(step, self.total, row, per_step), flush=True)
             return
-        shown = [f"{name.split('/')[0]} {row[name]:.3f}" for name in
-                 ("reward/mean", "kl", "loss/policy") if name in row][:2]
+        shown = progress_line(step, self.total, row, row["time/step_s"]).split("  ")[1:-3]
         info = "  ".join(shown + [f"{row['throughput/completions_per_s']:.0f} seq/s"])
         self.progress.update(self.task, completed=step, info=info)
 
