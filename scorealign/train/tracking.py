@@ -75,6 +75,9 @@ def start_trackers(accelerator, run_dir: Path, config: dict) -> None:
     backend that cannot start is one line naming it and the likely fix."""
     if not accelerator.log_with or not accelerator.is_main_process:
         return
+    if config.get("tensorboard"):
+        print("scorealign: notice: tensorboard: true is deprecated: use report_to: [tensorboard] "
+              "(same files, RUN_DIR/tensorboard)", flush=True)
     if any(t.name == "mlflow" for t in accelerator.log_with) and not os.environ.get(
             "MLFLOW_TRACKING_URI"):
         import mlflow
