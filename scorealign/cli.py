@@ -27,6 +27,7 @@ import traceback
 from pathlib import Path
 
 from .core.config import load_config, print_config_help
+from .core.models import is_main_process
 from .errors import ConfigError, UserError, describe_failure, one_line
 from .train.config import TrainConfig
 
@@ -60,7 +61,8 @@ def cmd_train(args: list[str]) -> int:
         raise ConfigError("usage: scorealign train CONFIG.yaml [--key value ...]")
     cfg = load_config(TrainConfig, path, overrides)
     run_dir = train(cfg, resume=resume is not None)
-    print(f"run directory: {run_dir}  (final model: {run_dir / 'final'})")
+    if is_main_process():                                   # once under torchrun / accelerate
+        print(f"run directory: {run_dir}  (final model: {run_dir / 'final'})")
     return 0
 
 

@@ -30,7 +30,8 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
 
 
 # Optional modules -> the extra that installs them.
-EXTRAS = {"matplotlib": "plot", "tensorboard": "tensorboard", "peft": "peft", "trl": "bench"}
+EXTRAS = {"matplotlib": "plot", "tensorboard": "tensorboard", "peft": "peft", "trl": "bench",
+          "wandb": "wandb", "mlflow": "mlflow", "trackio": "trackio"}
 OOM_HINT = ("lower micro_batch_size, max_new_tokens, k or batch_size (prompts_per_step for "
             "train), or use a smaller model")
 DISK_FULL = ("No space left on device", "Disk quota exceeded", "file write failed")

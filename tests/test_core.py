@@ -125,6 +125,7 @@ def test_two_processes_match_one(tiny_model_dir, tmp_path, monkeypatch):
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es)" in proc.stdout
+    assert proc.stdout.count("run directory:") == 1                  # the main process only
     assert max_diff(weights(one / "final"), weights(tmp_path / "two" / "final")) < UPDATE_TOL
     assert [r["reward/mean"] for r in metrics(one)] == [r["reward/mean"] for r in metrics(tmp_path / "two")]
 

@@ -124,7 +124,11 @@ def _sequence_policy_gradient_loss(token_lp, old_lp, values, mb, cfg):
     mask = mb.completion_mask
     seq_lp, old_seq_lp = (token_lp * mask).sum(-1), (old_lp * mask).sum(-1)      # [m]
     loss, clipped = losses.clipped_surrogate_loss(seq_lp, old_seq_lp, mb.advantages, cfg.clip_eps)
-    return loss, {"clip_frac": clipped, "approx_kl": losses.approx_kl(seq_lp, old_seq_lp)}
+    # loss/policy is ~0 on one pass (ratio 1, zero-mean advantages): log what moves instead, the
+    # advantage-weighted log-likelihood A * log pi(y|x) the step ascends, and the advantage spread.
+    return loss, {"clip_frac": clipped, "approx_kl": losses.approx_kl(seq_lp, old_seq_lp),
+                  "pg/objective": (mb.advantages * seq_lp).detach(),
+                  "pg/advantage_abs": mb.advantages.abs()}
 
 
 # --- PPO, the RLHF baseline of 2402.14740 (arXiv 1707.06347, 2203.02155): token-level actions
@@ -204,11 +208,16 @@ def _copg_loss(token_lp, old_lp, values, mb, cfg):
     return _per_row(per_group, mb), {"logratio": logratios.detach().flatten()}
 
 
-def _preference_stats(h, logratios) -> dict:
-    """Per-row stats of (chosen, rejected) pairs: h [m/2], logratios [m/2, 2] -> [m] each."""
-    return {"margin": h.detach().repeat_interleave(2),
-            "accuracy": (h.detach() > 0).float().repeat_interleave(2),
-            "logratio": logratios.detach().flatten()}
+def _preference_stats(h, logratios, beta: float) -> dict:
+    """Per-row stats of (chosen, rejected) pairs: h [m/2], logratios [m/2, 2] -> [m] each; with
+    TRL's names for the implicit rewards beta * log pi/pi_ref (``rewards/chosen``, ...)."""
+    h, rewards = h.detach(), beta * logratios.detach()                         # [m/2], [m/2, 2]
+    pair = (lambda x: x.repeat_interleave(2))
+    return {"margin": pair(h), "accuracy": pair((h > 0).float()),
+            "logratio": logratios.detach().flatten(),
+            "rewards/chosen": pair(rewards[:, 0]), "rewards/rejected": pair(rewards[:, 1]),
+            "rewards/margins": pair(rewards[:, 0] - rewards[:, 1]),
+            "rewards/accuracies": pair((rewards[:, 0] > rewards[:, 1]).float())}
 
 
 def _dpo_loss(token_lp, old_lp, values, mb, cfg):
@@ -216,7 +225,7 @@ def _dpo_loss(token_lp, old_lp, values, mb, cfg):
     h = logratio(chosen) - logratio(rejected) from summed log-probs."""
     logratios = _group_logratios(token_lp, mb)                                 # [m/2, 2]
     h = logratios[:, 0] - logratios[:, 1]                                      # [m/2]
-    return _per_row(losses.dpo_loss(h, cfg.beta), mb), _preference_stats(h, logratios)
+    return _per_row(losses.dpo_loss(h, cfg.beta), mb), _preference_stats(h, logratios, cfg.beta)
 
 
 def _ipo_loss(token_lp, old_lp, values, mb, cfg):
@@ -224,7 +233,7 @@ def _ipo_loss(token_lp, old_lp, values, mb, cfg):
     summed log-probs (the paper) or per-token averages (TRL, ``ipo_average_logprobs``)."""
     logratios = _group_logratios(token_lp, mb, cfg.ipo_average_logprobs)       # [m/2, 2]
     h = logratios[:, 0] - logratios[:, 1]                                      # [m/2]
-    return _per_row(losses.ipo_loss(h, cfg.beta), mb), _preference_stats(h, logratios)
+    return _per_row(losses.ipo_loss(h, cfg.beta), mb), _preference_stats(h, logratios, cfg.beta)
 
 
 def _sft_loss(token_lp, old_lp, values, mb, cfg):

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -25,7 +27,9 @@ from .io import atomic_dir, atomic_write, sha256_file
 MANIFEST = "manifest.json"
 # Keys that may differ between a run and its resumption: they do not change the updates.
 RESUMABLE_KEYS = frozenset({"steps", "save_every", "eval_every", "output_dir", "overwrite",
-                            "tensorboard", "eval_prompts", "eval_dataset", "eval_rewards"})
+                            "tensorboard", "eval_prompts", "eval_dataset", "eval_rewards",
+                            "save_total_limit", "report_to", "log_every",
+                            "log_completions_every"})
 
 
 def save_model(model, tokenizer, out: Path) -> None:
@@ -166,6 +170,22 @@ def load_checkpoint(ckpt: Path, optimizer, scheduler) -> dict:
     scheduler.load_state_dict(safe_load(ckpt / "scheduler.pt"))
     torch.set_rng_state(safe_load(ckpt / "rng.pt")["torch"])
     return json.loads((ckpt / "state.json").read_text())
+
+
+def prune(run_dir: Path, limit: int | None) -> list[str]:
+    """Keep the newest ``limit`` checkpoints (none: all): older ``step-N`` directories and their
+    ``*-step-N`` state go, oldest first, each renamed to a temporary (``.step-*``, cleaned on
+    resume) before it is removed. Returns the names removed."""
+    ckpts = sorted((Path(run_dir) / "checkpoints").glob("step-*"))
+    removed = []
+    for ckpt in ckpts[:-limit] if limit else []:
+        step = ckpt.name.split("-")[-1]
+        for part in [ckpt, *sorted(ckpt.parent.glob(f"*-step-{step}"))]:
+            doomed = part.with_name(f".{part.name}.pruned")
+            os.replace(part, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+        removed.append(ckpt.name)
+    return removed
 
 
 def state_dir(run_dir: Path, name: str, step: int) -> Path:

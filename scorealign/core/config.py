@@ -120,6 +120,11 @@ def print_config_help(cls, usage: str) -> None:
     helps = field_help(cls)
     for f in dataclasses.fields(cls):
         print(f"  --{f.name:<20} {helps.get(f.name, '')} [default: {f.default!r}]")
+    if trl_names(cls):
+        print("\nTRL argument names (mapped to the key shown, with a notice, or refused):")
+        for name, (target, note) in trl_names(cls).items():
+            print(f"  --{name:<28} " + (f"-> {target}" if target else "refused")
+                  + (f": {note}" if note else ""))
 
 
 def _convert(value, tp, key: str):
@@ -154,11 +159,48 @@ def _convert(value, tp, key: str):
 
 
 def _check_key(cls, key: str, where: str) -> None:
+    """Refuse a key ``cls`` does not have, suggesting the closest key, or the key a close TRL
+    name stands for (``lerning_rate`` -> 'lr', TRL's learning_rate)."""
     names = [f.name for f in dataclasses.fields(cls)]
-    if key not in names:
-        close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"{where}: unknown key '{key}'{hint}")
+    if key in names:
+        return
+    aliases = {name: target for name, (target, _) in trl_names(cls).items() if target}
+    close = difflib.get_close_matches(key, names + list(aliases), n=1, cutoff=0.6)
+    close = close or difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+    if not close:
+        hint = ""
+    elif close[0] in aliases:
+        hint = f" (did you mean '{aliases[close[0]]}'? TRL's name for it is '{close[0]}')"
+    else:
+        hint = f" (did you mean '{close[0]}'?)"
+    raise ConfigError(f"{where}: unknown key '{key}'{hint}")
+
+
+def trl_names(cls) -> dict[str, tuple[str | None, str]]:
+    """``cls.TRL_NAMES``: {TRL argument name: (the key it maps to, or None to refuse; a note)}."""
+    return getattr(cls, "TRL_NAMES", {})
+
+
+def resolve_trl_names(cls, values: dict, where: str, notice=None) -> dict:
+    """Rename TRL argument names in ``values`` to ``cls``'s keys, with a one-line notice each, or
+    refuse them naming the key that means the same thing (``cls.TRL_NAMES``). A key set under
+    both names is refused."""
+    notice = notice or (lambda text: print(text, flush=True))
+    names, out = {f.name for f in dataclasses.fields(cls)}, {}
+    for key, value in values.items():
+        target, note = trl_names(cls).get(key, (key, ""))
+        if key in names or key not in trl_names(cls):
+            out[key] = value
+            continue
+        prefix = f"--{key}" if where == "--" else f"{where}: {key}"
+        if target is None:
+            raise ConfigError(f"{prefix}: TRL's {key} has no scorealign key of that name: {note}")
+        if target in values:
+            raise ConfigError(f"{prefix}: TRL's name for '{target}', which is also set: keep one")
+        notice(f"scorealign: notice: {prefix} is TRL's name for '{target}': using "
+               f"{target}={value!r}" + (f" ({note})" if note else ""))
+        out[target] = value
+    return out
 
 
 # Flags that may be given bare (``--overwrite`` = ``--overwrite true``; the demos' ``--quick``).
@@ -200,13 +242,15 @@ def load_config(cls, path: str | Path | None = None, overrides: list[str] | dict
             raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping of key: value at the top level")
+        values = resolve_trl_names(cls, values, str(path))
         for key in values:
             _check_key(cls, key, str(path))
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
-    for key in overrides or {}:
+    overrides = resolve_trl_names(cls, overrides or {}, "--")
+    for key in overrides:
         _check_key(cls, key, f"--{key}")
-    values = {**values, **(overrides or {})}
+    values = {**values, **overrides}
     hints = typing.get_type_hints(cls)
     return cls(**{k: _convert(v, hints[k], k) for k, v in values.items()})
 

@@ -13,8 +13,9 @@ from . import gguf
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def build_accelerator():
-    """An ``Accelerator`` for the current launch (1 process, torchrun, or accelerate launch).
+def build_accelerator(log_with: list | None = None):
+    """An ``Accelerator`` for the current launch (1 process, torchrun, or accelerate launch);
+    ``log_with``: accelerate tracker objects (``train.tracking``), started by the caller.
 
     Without an accelerator we pass ``cpu=True``: accelerate only sets up multi-process CPU
     (gloo) training under torchrun when told it runs on CPU.
@@ -23,7 +24,14 @@ def build_accelerator():
 
     has_accelerator = torch.cuda.is_available() or (
         hasattr(torch, "xpu") and torch.xpu.is_available()) or torch.backends.mps.is_available()
-    return Accelerator(cpu=not has_accelerator)
+    return Accelerator(cpu=not has_accelerator, log_with=log_with or None)
+
+
+def is_main_process() -> bool:
+    """Whether this is the main process of the launch (rank 0; True without a launcher)."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
 
 
 def model_device(model) -> torch.device:

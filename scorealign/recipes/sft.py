@@ -20,14 +20,18 @@ import math
 from pathlib import Path
 
 from ..core.config import config_from_argv
+from ..core.models import is_main_process
 from ..data.formats import load_sft
 from ..errors import ConfigError
+from ..train import trl_names
 from ..train.config import TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
 class SFTConfig:
     """`scorealign sft`: supervised fine-tuning on prompt/completion or messages rows."""
+
+    TRL_NAMES = trl_names.SFT   # not a field (no annotation): TRL argument names, mapped or refused
 
     model: str = "tiny"  # local path or hub id; 'tiny' builds a random tiny Llama in the run dir
     trust_remote_code: bool = False  # allow custom modelling code shipped with a model repo
@@ -36,7 +40,7 @@ class SFTConfig:
     dataset_split: str = "train"  # split to read from a hub dataset or dataset dir
     max_prompt_tokens: int = 256  # longer prompts keep their last tokens
     max_completion_tokens: int = 256  # longer completions keep their first tokens (and lose EOS)
-    num_epochs: float = 1.0  # passes over the dataset (optimizer steps = ceil(epochs * rows / batch_size))
+    num_epochs: float = 1.0  # passes over the dataset (optimizer steps = ceil(epochs * rows / batch_size); TRL's num_train_epochs; in `train`, num_epochs means rollout reuse instead)
     batch_size: int = 16  # examples per optimizer step, all processes together
     micro_batch_size: int = 8  # examples per forward/backward on each process
     lr: float = 1e-4  # AdamW learning rate
@@ -46,9 +50,12 @@ class SFTConfig:
     max_grad_norm: float = 1.0  # gradient clipping by global norm (0 disables)
     seed: int = 0  # data order and the tiny model
     output_dir: str = "runs/sft"  # run directory: config, metrics.jsonl, checkpoints, final model
-    save_every: int = 0  # checkpoint every N steps (0: only at the end)
+    save_every: int = 25  # checkpoint every N steps and after the last (0: only after the last)
+    save_total_limit: int | None = None  # keep only the newest N checkpoints (none: keep all)
     overwrite: bool = False  # a non-empty output_dir is moved aside to output_dir.old-<time> (default: refuse; see README, Reliability)
-    tensorboard: bool = False  # also write TensorBoard event files
+    report_to: tuple[str, ...] = ()  # trackers, through accelerate: tensorboard, wandb, mlflow, trackio (none: metrics.jsonl only)
+    log_every: int = 10  # without a terminal: one plain progress line every N steps (and the first and last)
+    tensorboard: bool = False  # deprecated: use report_to: [tensorboard] (true adds it)
     eval_every: int = 0  # every N steps: mean reward of one sample per eval prompt (needs eval_rewards)
     eval_prompts: int = 64  # how many eval prompts
     eval_dataset: str = ""  # prompts to evaluate on (default: the training prompts)
@@ -69,6 +76,7 @@ def to_train_config(cfg: SFTConfig, n_rows: int) -> TrainConfig:
               if f.name in TrainConfig.__dataclass_fields__ and f.name != "num_epochs"}
     steps = max(1, math.ceil(cfg.num_epochs * n_rows / cfg.batch_size))
     return TrainConfig(**shared, algo="sft", k=1, prompts_per_step=cfg.batch_size, steps=steps,
+                       log_completions_every=0,                 # dataset rows: nothing sampled
                        max_new_tokens=cfg.max_completion_tokens,
                        rewards=cfg.eval_rewards or TrainConfig.rewards)
 
@@ -86,5 +94,6 @@ def main(argv: list[str]) -> int:
     cfg = config_from_argv(SFTConfig, argv, "scorealign sft CONFIG.yaml [--key value ...]")
     if cfg is not None:
         run_dir = run_sft(cfg)
-        print(f"run directory: {run_dir}  (final model: {run_dir / 'final'})")
+        if is_main_process():                               # once under torchrun / accelerate
+            print(f"run directory: {run_dir}  (final model: {run_dir / 'final'})")
     return 0

@@ -115,15 +115,28 @@ class WeightedSum:
         self.name = "+".join(f"{w}*{s.name}" for s, w in zip(self.sources, self.weights))
 
     def __call__(self, prompts: list, completions: list[str], **row_fields: list) -> list[float]:
-        total = [0.0] * len(completions)
+        total, self.parts = [0.0] * len(completions), {}
         for source, w in zip(self.sources, self.weights):
             part = _check_scores(source.name, source(prompts, completions, **row_fields),
                                  len(completions))
             total = [t + w * s for t, s in zip(total, part)]
+            self.parts[source.name] = part
         return total
 
     def __repr__(self) -> str:
         return f"WeightedSum({self.name!r})"
+
+
+def reward_parts(source, n: int) -> dict[str, torch.Tensor]:
+    """Each summed source's unweighted scores [n] from ``source``'s last call, when it is a
+    :class:`WeightedSum` ({} otherwise); NaN when that call did not cover the ``n`` rows (a row
+    retried alone after a failure)."""
+    parts = getattr(source, "parts", None) if isinstance(source, WeightedSum) else None
+    if parts is None:
+        return {}
+    return {s.name: torch.tensor(parts[s.name] if len(parts.get(s.name, ())) == n
+                                 else [math.nan] * n, dtype=torch.float32)
+            for s in source.sources}
 
 
 def _builtin_count(arg: str) -> RewardSource:

@@ -35,7 +35,7 @@ from ..data.formats import (
 from ..data.readers import Row, row_location
 from ..engine.rollout import completion_logprobs, generate_rollout, pad_rows, pad_token_id
 from ..errors import DataError
-from ..rewards.sources import score_batch
+from ..rewards.sources import reward_parts, score_batch
 
 Tensor = torch.Tensor
 
@@ -58,6 +58,10 @@ class BatchSource(Protocol):
 
     def load_state_dict(self, state: dict[str, dict]) -> None:
         """Restore what ``state_dict`` returned."""
+
+    def source_scores(self) -> dict[str, Tensor]:
+        """Each reward source's unweighted scores [fresh] of the last batch's fresh rows, when
+        several sources are summed ({} otherwise); NaN where unknown (a skipped row)."""
 
 
 def step_prompt_indices(n_rows: int, n: int, seed: int, step: int) -> list[int]:
@@ -99,10 +103,14 @@ class OnlineSource:
         batch.scores, batch.valid = score_batch(self.reward, batch.prompts, batch.completions,
                                                 fields, cfg.on_reward_error)
         batch.fresh = batch.size
+        self.parts = reward_parts(self.reward, batch.size)
         return batch
 
     def prompt_rows(self) -> list[Row]:
         return self.rows
+
+    def source_scores(self) -> dict[str, Tensor]:
+        return getattr(self, "parts", {})
 
     def state_dict(self) -> dict[str, dict]:
         return {}
@@ -153,6 +161,9 @@ class OfflineSource:
         self.tokens = [[tokenize_example(tokenizer, row, cfg.max_prompt_tokens, cfg.max_new_tokens)
                         for row in group] for group in groups]         # [group][j] -> (p ids, c ids)
         self.ref_cache: dict[tuple[int, int], Tensor] = {}              # (group, j) -> [C_j]
+
+    def source_scores(self) -> dict[str, Tensor]:
+        return {}
 
     def batch(self, policy, step: int, rank: int, world: int) -> Rollout:
         cfg = self.cfg
@@ -261,6 +272,9 @@ class MixedSource:
 
     def prompt_rows(self) -> list[Row]:
         return self.online.prompt_rows()
+
+    def source_scores(self) -> dict[str, Tensor]:
+        return self.online.source_scores()
 
     def state_dict(self) -> dict[str, dict]:
         return {"replay": self.buffer.state_dict()}

@@ -8,6 +8,8 @@ from pathlib import Path
 from ..algorithms.registry import ALGORITHMS, Algorithm, check_config
 from ..core.config import DTYPE_CHOICES, Block, RewardBlock
 from ..errors import ConfigError
+from . import trl_names
+from .tracking import check_trackers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +37,8 @@ class TrainConfig(RewardBlock, TrainModelsData):
     """`scorealign train`: alignment on one shared loop: online (pg, reinforce, rloo, ppo, raft,
     copg), offline or mixed (copg), from preference pairs (dpo, ipo) or demonstrations (sft)."""
 
+    TRL_NAMES = trl_names.TRAIN   # not a field (no annotation): TRL argument names, mapped or refused
+
     # Field order: TrainModelsData (models, data), RewardBlock (core.config: rewards,
     # reward_weights, on_reward_error, reward_sandbox, reward_timeout, reward_memory_mb), then:
     on_reward_error: str = "fail"  # fail | skip (skipped rows drop their prompt's group this step)
@@ -60,7 +64,7 @@ class TrainConfig(RewardBlock, TrainModelsData):
     steps: int = 50  # rollout steps; each samples a fresh batch and does num_epochs * num_minibatches optimizer steps
     prompts_per_step: int = 8  # prompts per step summed over all processes (batch = prompts_per_step * k)
     micro_batch_size: int = 8  # sequences per forward/backward on each process (accumulation is derived)
-    num_epochs: int = 1  # optimisation passes over each rollout batch (> 1 reuses it with an importance ratio)
+    num_epochs: int = 1  # optimisation passes over each rollout batch (> 1 reuses it with an importance ratio; TRL's num_iterations, not dataset passes: steps counts batches)
     num_minibatches: int = 1  # optimizer steps per pass: the rollout batch is shuffled and split this many ways
     clip_eps: float | None = 0.2  # importance-ratio clip 1 +- eps, active once a batch is reused (none disables)
     lr: float = 1e-5  # AdamW learning rate
@@ -71,9 +75,13 @@ class TrainConfig(RewardBlock, TrainModelsData):
     seed: int = 0  # seeds the tiny model, prompt order and sampling
     # --- output
     output_dir: str = "runs/train"  # run directory: config, metrics.jsonl, checkpoints, final model
-    save_every: int = 0  # checkpoint every N steps (0: only at the end)
+    save_every: int = 25  # checkpoint every N steps and after the last (0: only after the last)
+    save_total_limit: int | None = None  # keep only the newest N checkpoints (none: keep all)
     overwrite: bool = False  # a non-empty output_dir is moved aside to output_dir.old-<time> (default: refuse; see README, Reliability)
-    tensorboard: bool = False  # also write TensorBoard event files (needs the tensorboard extra)
+    report_to: tuple[str, ...] = ()  # trackers, through accelerate: tensorboard, wandb, mlflow, trackio (none: metrics.jsonl only; README, Tracking)
+    log_every: int = 10  # without a terminal: one plain progress line every N steps (and the first and last)
+    log_completions_every: int = 10  # a table of sample completions to completions.jsonl and the trackers every N steps (0: off)
+    tensorboard: bool = False  # deprecated: use report_to: [tensorboard] (true adds it)
     # --- held-out evaluation (eval.jsonl)
     eval_every: int = 0  # every N steps (and before the first and after the last): mean reward of one policy sample per eval prompt (0: off)
     eval_prompts: int = 64  # how many eval prompts (the first of eval_dataset)
@@ -90,7 +98,8 @@ class TrainConfig(RewardBlock, TrainModelsData):
         if not 0.0 <= self.replay_ratio < 1.0:
             raise ConfigError(f"replay_ratio={self.replay_ratio}: must be in [0, 1)")
         for key in ("k", "steps", "prompts_per_step", "micro_batch_size", "max_new_tokens",
-                    "num_epochs", "num_minibatches", "raft_top_m", "replay_size", "eval_prompts"):
+                    "num_epochs", "num_minibatches", "raft_top_m", "replay_size", "eval_prompts",
+                    "log_every"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}={getattr(self, key)}: must be >= 1")
         if self.temperature <= 0 or not 0 < self.top_p <= 1:
@@ -104,7 +113,18 @@ class TrainConfig(RewardBlock, TrainModelsData):
         for key in ("gamma", "lam"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"{key}={getattr(self, key)}: must be in [0, 1]")
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            raise ConfigError(f"save_total_limit={self.save_total_limit}: must be >= 1 (or none "
+                              "to keep every checkpoint)")
+        check_trackers(self.report_to)
         check_config(self)          # the rules of the algorithm's registry entry
+
+    @property
+    def trackers(self) -> tuple[str, ...]:
+        """``report_to`` without 'none', plus tensorboard for the deprecated ``tensorboard: true``."""
+        names = tuple(t for t in self.report_to if t != "none")
+        return names + (("tensorboard",) if self.tensorboard and "tensorboard" not in names
+                        else ())
 
     @property
     def algorithm(self) -> Algorithm:

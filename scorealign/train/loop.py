@@ -34,7 +34,7 @@ from ..algorithms.critic import Critic
 from ..algorithms.registry import Algorithm
 from ..core import checkpoint, rundir, seeding
 from ..core.config import save_config, to_dict
-from ..core.metrics import ProgressLog, require_tensorboard
+from ..core.metrics import ProgressLog
 from ..core.models import build_accelerator, load_models
 from ..data.formats import load_prompt_rows
 from ..engine.rollout import completion_logprobs
@@ -44,9 +44,8 @@ from ..rewards.sandbox import SandboxLimits
 from ..rewards.sources import rewards_from_specs
 from .batches import BatchSource, build_source
 from .config import TrainConfig, batch_summary, check_batch_arithmetic
-
-# Metrics summed over processes (counts); every other metric is averaged.
-SUMMED_METRICS = ("reward/skipped",)
+from .logs import completion_rows, reduce_metrics, rollout_metrics
+from .tracking import Trackers, build_trackers
 
 
 @dataclass
@@ -79,7 +78,7 @@ def train(cfg: TrainConfig, reward=None, resume: bool = False, eval_reward=None)
     ``cfg.overwrite`` (``core.rundir``); nothing is written before the inputs are loaded.
     """
     run_dir = Path(cfg.output_dir)
-    accelerator = build_accelerator()
+    accelerator = build_accelerator(log_with=build_trackers(cfg.trackers, run_dir))
     world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
     trained_rows = check_batch_arithmetic(cfg, world)
     ckpt = resume_checkpoint(cfg, run_dir, resume, accelerator.is_main_process)
@@ -89,8 +88,12 @@ def train(cfg: TrainConfig, reward=None, resume: bool = False, eval_reward=None)
         state, start = ({}, 0) if ckpt is None else restore(run, ckpt)
         if accelerator.is_main_process:
             save_config(cfg, run_dir / "config.yaml")
-            print(batch_summary(cfg, world, trained_rows, run_dir))
-        log = ProgressLog(run_dir, cfg, start, accelerator.is_main_process)
+            print(batch_summary(cfg, world, trained_rows, run_dir), flush=True)
+            if ckpt is not None:
+                print(f"resuming {run_dir} at step {start} of {cfg.steps} from checkpoint "
+                      f"{ckpt}", flush=True)
+        log = ProgressLog(run_dir, cfg, start, accelerator.is_main_process,
+                          Trackers.start(accelerator, run_dir, to_dict(cfg)))
         if evaluate is not None and start == 0:
             log.eval(0, evaluate(accelerator.unwrap_model(run.policy), rank, world, device))
         for step in range(start, cfg.steps):
@@ -127,8 +130,6 @@ def setup(cfg: TrainConfig, run_dir: Path, accelerator, ckpt, fresh, reward, eva
     claims its directory (``fresh.claim``) only once its inputs are loaded ('tiny' is built in
     the run directory: claimed first)."""
     algo, world = cfg.algorithm, accelerator.num_processes
-    if cfg.tensorboard:
-        require_tensorboard()
     if cfg.model == "tiny":
         fresh.claim(cfg.overwrite)
     policy, ref_model, tokenizer = load_models(cfg, run_dir, accelerator,
@@ -160,7 +161,8 @@ def train_step(run: Run, step: int, state: dict, log: ProgressLog, evaluate) -> 
     g_scores, g_kl, g_valid = (accelerator.gather(t) for t in (batch.scores, kl, batch.valid))
     g_scores = torch.where(g_valid, g_scores, g_scores[g_valid].mean() if g_valid.any() else 0.0)
     batch.scores = g_scores.view(world, -1)[rank]                             # [b]
-    rollout_stats = rollout_metrics(batch, kl, accelerator)                 # before selection
+    rollout_stats = rollout_metrics(batch, kl, accelerator,
+                                    source.source_scores())                 # before selection
     rewards = losses.kl_penalized_rewards(g_scores, g_kl, cfg.beta)         # [B]
     if cfg.whiten_rewards:
         rewards = losses.whiten(rewards)
@@ -178,20 +180,13 @@ def train_step(run: Run, step: int, state: dict, log: ProgressLog, evaluate) -> 
                "grad_norm": totals.pop("grad_norm"), **totals, **extra}
     log.step(step + 1, reduce_metrics(metrics, accelerator), elapsed,
              run.optimizer.param_groups[0]["lr"], batch.size * world)
+    if cfg.log_completions_every and (step + 1) % cfg.log_completions_every == 0:
+        log.completions(step + 1, completion_rows(batch, source.source_scores(), accelerator))
     if evaluate is not None and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
         log.eval(step + 1, evaluate(accelerator.unwrap_model(run.policy), rank, world, device))
     if (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == cfg.steps:
         save(run, step + 1, state)
     return state
-
-
-def reduce_metrics(metrics: dict, accelerator) -> dict[str, float]:
-    """Global metrics: the mean over processes, except ``SUMMED_METRICS`` (counts), summed."""
-    reduced = accelerator.reduce(torch.tensor(list(metrics.values()), device=accelerator.device),
-                                 "mean").tolist()
-    world = accelerator.num_processes
-    return {name: value * world if name in SUMMED_METRICS else value
-            for name, value in zip(metrics, reduced)}
 
 
 def restore(run: Run, ckpt: Path) -> tuple[dict, int]:
@@ -312,21 +307,8 @@ def save(run: Run, step: int, state: dict) -> None:
         checkpoint.save_checkpoint(run_dir, step, accelerator.unwrap_model(run.policy),
                                    run.tokenizer, run.optimizer, run.scheduler, state,
                                    to_dict(run.cfg))
+        checkpoint.prune(run_dir, run.cfg.save_total_limit)
     accelerator.wait_for_everyone()
-
-
-def rollout_metrics(batch, kl, accelerator) -> dict:
-    """Statistics of the samples drawn this step (the first ``batch.fresh`` rows): rewards over
-    the global batch, the rest per process. Dataset rows (offline) have none."""
-    n_new = batch.fresh
-    if n_new == 0:
-        return {}
-    scores = accelerator.gather(batch.scores[:n_new])
-    return {"reward/mean": scores.mean(), "reward/std": scores.std(unbiased=False),
-            "kl": kl[:n_new].mean(), "entropy": batch.entropy[:n_new].mean(),
-            "completion_len": batch.completion_mask[:n_new].sum(1).float().mean(),
-            "truncated_frac": batch.truncated[:n_new].float().mean(),
-            "reward/skipped": (~batch.valid[:n_new]).float().sum()}
 
 
 def minibatch_rows(n_rows: int, group: int, cfg: TrainConfig, step: int, epoch: int
