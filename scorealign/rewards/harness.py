@@ -52,6 +52,11 @@ def limit_reason(exc: BaseException, limits: dict) -> str | None:
     if isinstance(exc, RecursionError):
         return "recursion limit"
     code = getattr(exc, "errno", None)
+    name = getattr(exc, "filename", None)
+    hidden = [h for h in os.environ.get("SCOREALIGN_HIDDEN", "").split(os.pathsep) if h]
+    if isinstance(name, str) and any(name == h or name.startswith(h.rstrip("/") + "/")
+                                     for h in hidden):
+        return "hidden folder (the home and run directories are not visible in the sandbox)"
     reasons = {
         errno.EFBIG: f"file-size limit ({limits.get('file_mb')} MB per file)",
         errno.ENOSPC: f"disk limit (the private /tmp holds {limits.get('tmp_mb')} MB)",

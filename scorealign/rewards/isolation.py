@@ -112,7 +112,15 @@ def bwrap_argv(argv: list[str], limits: Limits, readable: tuple[str, ...] = (),
            "--size", str(limits.tmp_mb * (1 << 20)), "--tmpfs", "/tmp"]
     for _, _, op in sorted(ops):
         cmd += op
+    for h in sorted(hidden):
+        cmd += ["--remount-ro", str(h)]         # hidden and read-only: a write says EROFS
     return [*cmd, "--chdir", "/tmp", *argv]
+
+
+def hidden_folders(hide: tuple[str, ...] = ()) -> str:
+    """The folders :func:`bwrap_argv` hides, as ``SCOREALIGN_HIDDEN`` tells the code inside
+    (so that an error there can say why a file is missing)."""
+    return os.pathsep.join(str(p) for p in (_home(), *(Path(x).resolve() for x in hide)))
 
 
 def minimal_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -148,7 +156,8 @@ class ProcessTree:
         self.limits, self.isolate, self.timed_out, self.forks_refused = limits, isolate, False, 0
         self.cgroup = _pids_cgroup(limits) if isolate else None
         if isolate:
-            argv, env = bwrap_argv(argv, limits, readable, hide), minimal_env(env)
+            argv = bwrap_argv(argv, limits, readable, hide)
+            env = minimal_env({**(env or {}), "SCOREALIGN_HIDDEN": hidden_folders(hide)})
         else:
             env = {**os.environ, **(env or {})}
         group = self.cgroup

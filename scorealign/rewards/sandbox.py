@@ -196,6 +196,8 @@ class SandboxedFunction:
                               ) from None
         reply = self.receive(self.limits.timeout_s)
         if "error" in reply:
+            if " limit (" in reply["error"]:
+                self.close()         # forked copies, full /tmp: the next call gets a fresh tree
             raise RemoteError(reply["error"])
         return reply["ok"]
 

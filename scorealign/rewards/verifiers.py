@@ -145,6 +145,10 @@ class UnitTestReward:
                 continue
             lines = outcomes[i].stdout.decode(errors="replace").splitlines()
             score, info = _row_details(lines, len(cases), outcomes[i], self.all_or_nothing)
+            if "```" not in completions[i]:
+                info["failures"] = [f.replace("syntax error in the code", "no code block, and "
+                                              "the text is not Python: syntax error", 1)
+                                    for f in info["failures"]]
             scores.append(score)
             self.details.append(info)
         return scores
