@@ -159,3 +159,36 @@ def test_unit_tests_opt_out_warns_loudly():
     with pytest.warns(UserWarning, match="WITHOUT isolation"):
         reward = UnitTestReward(isolate=False, limits=LIMITS)
     assert reward(["p"], ["def f():\n    return 1\n"], tests=["assert f() == 1"]) == [1.0]
+
+
+def test_children_die_with_a_killed_trainer(tmp_path):
+    """A trainer that dies without closing its sources (os._exit, SIGKILL) takes the worker and
+    the worker's children with it (--die-with-parent), so nothing holds a pipe open after it."""
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "sleepy.py"
+    path.write_text(textwrap.dedent(f"""
+        import subprocess
+        def reward(prompts, completions, **kw):
+            subprocess.Popen(['sleep', '1004.{MARK}'], start_new_session=True)
+            return [1.0] * len(completions)
+    """))
+    trainer = textwrap.dedent(f"""
+        import os
+        from scorealign.rewards.sandbox import SandboxedFunction
+        src = SandboxedFunction("file:{path}:reward")
+        print(src(["p"], ["a"]), flush=True)
+        os._exit(0)
+    """)
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", trainer], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.stdout.strip() == "[1.0]", out.stderr
+    assert time.monotonic() - t0 < 60                     # the pipe did not stay open
+    for _ in range(50):
+        if not stragglers():
+            break
+        time.sleep(0.1)
+    assert stragglers() == []

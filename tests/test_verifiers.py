@@ -1,6 +1,8 @@
 """Verifiable rewards on hand-written completions: code extraction, test splitting, unit-test
 scoring (right, wrong, non-terminating, syntax error, no code) and math answer equivalence."""
 
+from pathlib import Path
+
 import pytest
 
 from scorealign.errors import ConfigError, DataError, RewardError
@@ -135,3 +137,54 @@ def test_math_fallback_and_errors():
     assert "numeric fallback" in reward.details[0]["method"]
     with pytest.raises(RewardError, match="needs an 'answer' column"):
         reward(["p"], ["1"])
+
+
+SOLUTIONS = {
+    "add": "def add(a, b): return a + b", "square": "def square(x): return x * x",
+    "is_even": "def is_even(n): return n % 2 == 0", "maximum": "def maximum(xs): return max(xs)",
+    "reverse": "def reverse(s): return s[::-1]",
+    "count_vowels": "def count_vowels(s): return sum(c in 'aeiou' for c in s)",
+    "factorial": "import math\ndef factorial(n): return math.factorial(n)",
+    "sum_list": "def sum_list(xs): return sum(xs)",
+    "first": "def first(xs): return xs[0] if xs else None",
+    "absolute": "def absolute(x): return abs(x)",
+    "is_palindrome": "def is_palindrome(s): return s == s[::-1]",
+    "double_all": "def double_all(xs): return [2 * x for x in xs]",
+    "minimum": "def minimum(a, b): return min(a, b)", "last_char": "def last_char(s): return s[-1]",
+    "count_words": "def count_words(s): return len(s.split())",
+    "celsius_to_fahrenheit": "def celsius_to_fahrenheit(c): return c * 9 / 5 + 32",
+}
+
+
+@needs_isolation
+def test_embedded_task_is_solvable_and_the_examples_are_in_sync(tmp_path):
+    """Reference solutions pass every test of the code task; the math answers are the
+    operations of their ids; examples/verifiable/ holds exactly what write_task writes."""
+    from scorealign.data.formats import load_prompts
+    from scorealign.tasks.verifiable import code_rows, math_rows, write_task
+
+    train, held_out = code_rows()
+    rows = train + held_out
+    assert not {r["id"] for r in train} & {r["id"] for r in held_out}
+    reward = UnitTestReward(all_or_nothing=True)
+    assert reward(["p"] * len(rows), [f"```python\n{SOLUTIONS[r['id'][5:]]}\n```" for r in rows],
+                  tests=[r["tests"] for r in rows]) == [1.0] * len(rows)
+    train, held_out = math_rows()
+    assert len({r["language"] for r in held_out}) == 4
+    assert not {r["id"] for r in train} & {r["id"] for r in held_out}
+    for r in train + held_out:
+        expression = r["id"].split("/")[-1]
+        assert str(eval(expression)) == r["answer"]            # noqa: S307 - our own ids
+    for path in write_task(tmp_path):
+        example = Path("examples/verifiable") / path.name
+        assert example.read_text() == path.read_text(), f"regenerate {example}"
+        assert load_prompts(str(example))[0]["prompt"][0]["role"] == "user"
+
+
+@pytest.mark.parametrize("name", ["rloo_math", "rloo_code"])
+def test_example_configs_parse(name):
+    from scorealign.core.config import load_config
+    from scorealign.train import TrainConfig
+
+    cfg = load_config(TrainConfig, f"examples/verifiable/{name}.yaml")
+    assert cfg.rewards[0].startswith("builtin:") and Path(cfg.eval_dataset).is_file()
