@@ -33,6 +33,7 @@ def per_prompt_rates(model_name: str, rows: list[dict], reward, args) -> np.ndar
                           temperature=args.temperature, top_p=1.0, dtype=args.dtype,
                           trust_remote_code=False, lora_r=0)
     model = load_causal_lm(model_name, cfg, trainable=False)
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = load_tokenizer(model_name, "model", False)
     t0 = time.perf_counter()
     with torch.inference_mode():
