@@ -6,6 +6,7 @@ import time
 import pytest
 
 from scorealign.errors import ConfigError, RewardError
+from scorealign.rewards import isolation
 from scorealign.rewards import sources as R
 from scorealign.rewards.sandbox import SandboxedFunction, SandboxLimits, SandboxTimeout
 
@@ -93,6 +94,7 @@ def test_file_size_limit_is_named(code, tmp_path, monkeypatch):
     with pytest.raises(Exception, match=r"File too large \[file-size limit \(1 MB"):
         src(["p"], ["a"])
     monkeypatch.setenv("OUT_FILE", str(tmp_path / "out.bin"))
+    monkeypatch.setattr(isolation, "_WARNED", set())         # warned once per process
     with pytest.warns(UserWarning, match="WITHOUT isolation"):
         src = SandboxedFunction(f"file:{code}:big_file", SandboxLimits(file_mb=1, isolate=False))
     with pytest.raises(Exception, match=r"file-size limit \(1 MB"):

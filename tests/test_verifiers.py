@@ -103,6 +103,7 @@ def test_unit_tests_from_spec_and_test_functions():
 
 def test_isolation_unavailable_is_refused_unless_opted_out(monkeypatch):
     monkeypatch.setattr(isolation, "backend", lambda: None)
+    monkeypatch.setattr(isolation, "_WARNED", set())         # warned once per process
     with pytest.raises(ConfigError, match="must run isolated.*reward_isolation: false"):
         UnitTestReward()
     with pytest.warns(UserWarning, match="WITHOUT isolation"):

@@ -63,7 +63,7 @@ def limit_reason(exc: BaseException, limits: dict) -> str | None:
         errno.EROFS: "read-only filesystem (only the private /tmp is writable)",
         errno.EAGAIN: f"process-count limit ({limits.get('processes')} processes)",
         errno.ECONNREFUSED: "no network (own network namespace: loopback only, nothing listening)",
-        errno.ENETUNREACH: "no network (own network namespace: loopback only)",
+        errno.ENETUNREACH: "no network (own network namespace)",
     }
     return reasons.get(code) if isinstance(exc, OSError) else None
 

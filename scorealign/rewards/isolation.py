@@ -1,7 +1,8 @@
 """The isolating runner: untrusted code (model completions, ``py:``/``file:`` reward functions)
 in a fresh process tree with its own user, PID, network and mount namespaces.
 
-Inside (bubblewrap, ``bwrap``): the whole filesystem read-only, a private size-limited ``/tmp``
+Made by bubblewrap (``bwrap``) where it works, else by util-linux ``unshare`` with ``nsmount.py``
+doing the mounts inside. Inside: the whole filesystem read-only, a private size-limited ``/tmp``
 as the only writable place (and the working directory), the user's home replaced by an empty
 directory (the interpreter's and the import paths' folders under it are bound back, read-only),
 the run directory hidden, no network but a loopback on which nothing listens, a minimal
@@ -12,18 +13,20 @@ cgroup), and a wall-clock timeout after which the whole tree is killed: killing 
 the namespace's init, and with it every process of the namespace, sleeping grandchildren and
 double-forked daemons included (``--die-with-parent`` does the same if the trainer dies).
 
-Where bubblewrap or user namespaces are missing, :func:`require_isolation` raises a one-line
+Where both tools or user namespaces are missing, :func:`require_isolation` raises a one-line
 error that says so, unless the user opted in to limits only (``reward_isolation: false``); then
 a warning says so, once, loudly.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -47,21 +50,32 @@ class Limits:
     tmp_mb: int = 64          # size of the private writable /tmp
 
 
+UNSHARE = ["unshare", "--user", "--map-root-user", "--net", "--pid", "--fork", "--mount",
+           "--mount-proc", "--kill-child"]
+
+
 @cache
+def backends() -> tuple[str, ...]:
+    """The namespace tools that work here, preferred first: ``"bwrap"`` (bubblewrap), then
+    ``"unshare"`` (util-linux; the mounts are then set up by ``nsmount.py``)."""
+    probes = {"bwrap": ["bwrap", "--unshare-all", "--ro-bind", "/", "/", "--proc", "/proc",
+                        "--dev", "/dev", "true"],
+              "unshare": [*UNSHARE, "true"]}
+    return tuple(name for name, probe in probes.items() if shutil.which(probe[0]) is not None
+                 and subprocess.run(probe, capture_output=True, timeout=30).returncode == 0)
+
+
 def backend() -> str | None:
-    """``"bwrap"`` when bubblewrap can make a user+PID+network+mount namespace here, else None."""
-    exe = shutil.which("bwrap")
-    if exe is None:
-        return None
-    probe = subprocess.run([exe, "--unshare-all", "--ro-bind", "/", "/", "--proc", "/proc",
-                            "--dev", "/dev", "true"], capture_output=True, timeout=30)
-    return "bwrap" if probe.returncode == 0 else None
+    """The namespace tool the runner uses (None: isolation is unavailable here)."""
+    found = backends()
+    return found[0] if found else None
 
 
 def unavailable_reason() -> str:
-    if shutil.which("bwrap") is None:
-        return "bubblewrap (bwrap) is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
-    return "bubblewrap cannot create user namespaces here (kernel.unprivileged_userns_clone=0?)"
+    if shutil.which("bwrap") is None and shutil.which("unshare") is None:
+        return ("neither bubblewrap nor util-linux unshare is installed (Debian/Ubuntu: "
+                "apt-get install bubblewrap)")
+    return "user namespaces cannot be created here (kernel.unprivileged_userns_clone=0?)"
 
 
 _WARNED: set[str] = set()
@@ -73,7 +87,7 @@ def require_isolation(isolate: bool, what: str) -> bool:
     if isolate and backend():
         return True
     if isolate:
-        raise ConfigError(f"{what} must run isolated, but {unavailable_reason()}; install it, or "
+        raise ConfigError(f"{what} must run isolated, but {unavailable_reason()}; fix that, or "
                           "set reward_isolation: false to run it with resource limits only "
                           "(same user, same files, same network: NOT safe for model output)")
     if what not in _WARNED:
@@ -92,11 +106,10 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def bwrap_argv(argv: list[str], limits: Limits, readable: tuple[str, ...] = (),
-               hide: tuple[str, ...] = ()) -> list[str]:
-    """``argv`` wrapped in bubblewrap: read-only /, a private /tmp, the home and ``hide`` folders
-    emptied, and the ``readable`` paths (and the interpreter's) that fall inside those bound
-    back read-only. A readable path that is or holds a hidden folder is not bound back (the
+def layout(readable: tuple[str, ...], hide: tuple[str, ...]) -> tuple[set[Path], set[Path]]:
+    """(folders to hide, paths to bind back read-only): the home and ``hide`` folders are
+    emptied; the ``readable`` paths (and the interpreter's) that fall inside those or /tmp are
+    bound back. A readable path that is or holds a hidden folder is not bound back (the
     interpreter under ``~/.pyenv`` is; ``~`` itself never is)."""
     tmp = Path("/tmp")
     hidden = {h for h in (_home(), *(Path(x).resolve() for x in hide))
@@ -105,6 +118,24 @@ def bwrap_argv(argv: list[str], limits: Limits, readable: tuple[str, ...] = (),
     keep = {Path(p).resolve() for p in (*readable, sys.prefix, sys.base_prefix, sys.executable)}
     keep = {k for k in keep if k.exists() and not any(_inside(m, k) for m in masked)
             and any(_inside(k, m) for m in masked)}
+    return hidden, {k for k in keep if not any(k != o and _inside(k, o) for o in keep)}
+
+
+def unshare_argv(argv: list[str], limits: Limits, readable: tuple[str, ...] = (),
+                 hide: tuple[str, ...] = ()) -> list[str]:
+    """``argv`` under util-linux unshare, the same view as :func:`bwrap_argv` made by
+    ``nsmount.py`` before ``argv`` runs."""
+    hidden, keep = layout(readable, hide)
+    spec = {"tmp_mb": limits.tmp_mb, "hidden": sorted(map(str, hidden)),
+            "keep": sorted(map(str, keep))}
+    return [*UNSHARE, "--", sys.executable, "-I", str(Path(__file__).with_name("nsmount.py")),
+            json.dumps(spec), *argv]
+
+
+def bwrap_argv(argv: list[str], limits: Limits, readable: tuple[str, ...] = (),
+               hide: tuple[str, ...] = ()) -> list[str]:
+    """``argv`` wrapped in bubblewrap: read-only /, a private /tmp, the :func:`layout`."""
+    hidden, keep = layout(readable, hide)
     ops = [(len(h.parts), 0, ["--tmpfs", str(h)]) for h in hidden]
     ops += [(len(k.parts), 1, ["--ro-bind", str(k), str(k)]) for k in keep]
     cmd = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session",
@@ -137,6 +168,12 @@ def _pids_cgroup(limits: Limits) -> Path | None:
     if os.geteuid() != 0 or not limits.processes or not os.access(PIDS_CGROUP, os.W_OK):
         return None
     group = PIDS_CGROUP / "scorealign" / uuid.uuid4().hex[:12]
+    for old in group.parent.iterdir() if group.parent.is_dir() else ():
+        try:
+            if old.is_dir():
+                old.rmdir()          # left by killed trainers; rmdir refuses a busy one
+        except OSError:
+            pass
     try:
         group.mkdir(parents=True)
         (group / "pids.max").write_text(str(limits.processes + 2))
@@ -156,7 +193,8 @@ class ProcessTree:
         self.limits, self.isolate, self.timed_out, self.forks_refused = limits, isolate, False, 0
         self.cgroup = _pids_cgroup(limits) if isolate else None
         if isolate:
-            argv = bwrap_argv(argv, limits, readable, hide)
+            wrap = bwrap_argv if backend() == "bwrap" else unshare_argv
+            argv = wrap(argv, limits, readable, hide)
             env = minimal_env({**(env or {}), "SCOREALIGN_HIDDEN": hidden_folders(hide)})
         else:
             env = {**os.environ, **(env or {})}
@@ -182,18 +220,22 @@ class ProcessTree:
         self.release()
 
     def release(self) -> None:
+        """Kill what is left in the tree's cgroup, wait for it to empty (up to 5 s), remove it."""
         if self.cgroup is None:
             return
+        procs, deadline = self.cgroup / "cgroup.procs", time.monotonic() + 5.0
         try:
-            for pid in (self.cgroup / "cgroup.procs").read_text().split():
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            while (pids := procs.read_text().split()) and time.monotonic() < deadline:
+                for pid in pids:
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                time.sleep(0.01)
             self.forks_refused = _forks_refused(self.cgroup)
             self.cgroup.rmdir()
         except OSError:
-            pass                     # still emptying; the next run's mkdir does not need it
+            pass                     # still emptying: an empty cgroup left behind, harmless
         self.cgroup = None
 
     def limit_hit(self) -> str | None:

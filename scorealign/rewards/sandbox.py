@@ -168,6 +168,8 @@ class SandboxedFunction:
     def start(self) -> None:
         """Start the worker and load the function there (a ConfigError if it cannot be loaded)."""
         lim = self.limits
+        if self.proc is not None:
+            self.close()                     # a worker that died: its tree goes too
         isolate = require_isolation(lim.isolate, f"reward source {self.name!r}")
         paths = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]  # same imports
         readable = tuple(paths)
