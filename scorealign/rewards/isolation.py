@@ -169,9 +169,9 @@ def _pids_cgroup(limits: Limits) -> Path | None:
         return None
     group = PIDS_CGROUP / "scorealign" / uuid.uuid4().hex[:12]
     for old in group.parent.iterdir() if group.parent.is_dir() else ():
-        try:
-            if old.is_dir():
-                old.rmdir()          # left by killed trainers; rmdir refuses a busy one
+        try:                         # left by killed trainers; rmdir refuses a busy one, and
+            if old.is_dir() and time.time() - old.stat().st_mtime > 60:   # a new one is spared
+                old.rmdir()
         except OSError:
             pass
     try:
