@@ -189,3 +189,15 @@ def test_example_configs_parse(name):
 
     cfg = load_config(TrainConfig, f"examples/verifiable/{name}.yaml")
     assert cfg.rewards[0].startswith("builtin:") and Path(cfg.eval_dataset).is_file()
+
+
+@needs_isolation
+def test_details_of_a_weighted_sum():
+    """reward_details merges the parts' per-row details by source name (for completions.jsonl)."""
+    source = R.rewards_from_specs(["builtin:unit_tests", "builtin:length"], [1.0, 0.1])
+    scores, valid = R.score_batch(source, ["p", "p"], [ADD, "no way"],
+                                  {"tests": ["assert add(1, 2) == 3"] * 2})
+    assert scores.tolist() == pytest.approx([1.0 + 0.1 * len(ADD.split()), 0.2]) and valid.all()
+    details = R.reward_details(source)
+    assert details[0] == {"unit_tests": {"passed": 1, "total": 1, "failures": [], "limit": None}}
+    assert details[1]["unit_tests"]["failures"][0].startswith("no code block")
