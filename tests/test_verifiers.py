@@ -201,3 +201,21 @@ def test_details_of_a_weighted_sum():
     details = R.reward_details(source)
     assert details[0] == {"unit_tests": {"passed": 1, "total": 1, "failures": [], "limit": None}}
     assert details[1]["unit_tests"]["failures"][0].startswith("no code block")
+
+
+@needs_isolation
+def test_training_step_with_unit_tests_and_math(tiny_model_dir, tmp_path):
+    """The loop hands the `tests` and `answer` columns of the embedded task to the verifiers."""
+    import json
+
+    from scorealign.core.config import load_config
+    from scorealign.train import TrainConfig, train
+
+    pytest.importorskip("math_verify")
+    for name in ("rloo_code", "rloo_math"):
+        cfg = load_config(TrainConfig, f"examples/verifiable/{name}.yaml",
+                          {"model": tiny_model_dir("llama"), "steps": 1, "prompts_per_step": 2,
+                           "k": 2, "micro_batch_size": 4, "max_new_tokens": 4, "eval_every": 0,
+                           "output_dir": str(tmp_path / name)})
+        row = json.loads((train(cfg) / "metrics.jsonl").read_text().splitlines()[0])
+        assert row["reward/skipped"] == 0 and 0.0 <= row["reward/mean"] <= 1.0
