@@ -213,3 +213,12 @@ def test_children_die_with_a_killed_trainer(tmp_path):
     assert out.stdout.strip() == "[1.0]", out.stderr
     assert time.monotonic() - t0 < 60                     # the pipe did not stay open
     assert no_stragglers()
+
+
+def test_endless_output_is_capped_by_the_file_size_limit(namespaces):
+    """A completion that prints without end fills a file capped at file_mb, not the trainer's
+    memory, and still gets its tests' verdicts."""
+    reward = UnitTestReward(limits=LIMITS)
+    code = ("import sys, os\ndef f():\n    return 1\nfor _ in range(10**6):\n"
+            "    try:\n        os.write(1, b'x' * 65536)\n    except OSError:\n        break\n")
+    assert reward(["p"], [code], tests=["assert f() == 1"]) == [1.0], reward.details

@@ -26,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 import warnings
@@ -266,19 +267,20 @@ class Outcome:
 
 def run_isolated(argv: list[str], stdin: bytes, limits: Limits, isolate: bool = True,
                  readable: tuple[str, ...] = ()) -> Outcome:
-    """Run ``argv`` to completion (or to the wall-clock timeout) with ``stdin``."""
-    tree = ProcessTree(argv, limits, isolate, readable=readable, stderr=subprocess.PIPE)
-    try:
-        out, err = tree.proc.communicate(stdin, timeout=limits.timeout_s)
-    except subprocess.TimeoutExpired:
-        tree.timed_out = True
-        tree.kill()
-        out, err = tree.proc.communicate()
-    finally:
-        if tree.proc.returncode is None:
-            tree.kill()
-    tree.kill()                              # leftovers of a tree whose root already exited
-    return Outcome(tree.proc.returncode, out, err[-4000:], tree.limit_hit())
+    """Run ``argv`` to completion (or to the wall-clock timeout) with ``stdin``. Its stdout and
+    stderr go to files that the file-size limit caps (a pipe would let a program that prints
+    without end fill the trainer's memory); the last 4000 bytes of stderr are kept."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        tree = ProcessTree(argv, limits, isolate, readable=readable, stdout=out, stderr=err)
+        try:
+            tree.proc.communicate(stdin, timeout=limits.timeout_s)
+        except subprocess.TimeoutExpired:
+            tree.timed_out = True
+        finally:
+            tree.kill()                      # the whole tree, also when its root already exited
+        out.seek(0)
+        err.seek(max(0, err.seek(0, os.SEEK_END) - 4000))
+        return Outcome(tree.proc.returncode, out.read(), err.read(), tree.limit_hit())
 
 
 def workers() -> int:

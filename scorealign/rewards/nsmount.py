@@ -6,7 +6,9 @@ same view bubblewrap builds, then executes the real program.
 "keep": [...]}``: a private size-limited tmpfs on ``/tmp``; an empty tmpfs on every hidden
 folder (home, run directory) and on ``/dev`` (null, zero, random, urandom, tty bound back); the
 ``keep`` paths bound back read-only; every other mount remounted read-only (flags it already has
-kept); then ``chdir("/tmp")`` and ``exec``. Standard library only (``python -I`` puts no
+kept); then ``chdir("/tmp")``, and the program runs as a child of this process, which stays the
+namespace's init (PID 1 ignores signals it has no handler for; a child dies of SIGXCPU as it
+should) and exits with the program's status, or 128 + the signal that killed it. Standard library only (``python -I`` puts no
 package on ``sys.path``). Any step that fails stops here, before the program runs.
 """
 
@@ -95,7 +97,16 @@ def main() -> None:
         sys.stderr.write(f"scorealign isolation (unshare): {e}\n")
         os._exit(125)
     os.chdir("/tmp")
-    os.execv(argv[0], argv)
+    child = os.fork()
+    if child == 0:
+        os.execv(argv[0], argv)
+    os.close(0)                     # the pipes belong to the program
+    os.close(1)
+    while True:                     # the namespace's init: reap orphans until the program ends
+        pid, status = os.wait()
+        if pid == child:            # exit as bubblewrap does: the code, or 128 + the signal
+            os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status)
+                     else os.WEXITSTATUS(status))
 
 
 if __name__ == "__main__":
