@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scorealign.rewards.isolation import backend, workers  # noqa: E402
-from scorealign.rewards.verifiers import UNIT_TEST_LIMITS, UnitTestReward  # noqa: E402
+from scorealign.rewards.isolation import backend, workers
+from scorealign.rewards.verifiers import UNIT_TEST_LIMITS, UnitTestReward
 
 TESTS = "\n".join(f"assert clamp({x}, 0, 10) == {min(max(x, 0), 10)}" for x in (-5, 0, 3, 10, 99))
 KINDS = {

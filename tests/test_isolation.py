@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from scorealign.errors import RewardError
-from scorealign.rewards import sources as R
 from scorealign.rewards import isolation
+from scorealign.rewards import sources as R
 from scorealign.rewards.isolation import Limits, backend, backends
 from scorealign.rewards.sandbox import SandboxedFunction, SandboxLimits
 from scorealign.rewards.verifiers import UnitTestReward

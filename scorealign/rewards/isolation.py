@@ -63,7 +63,8 @@ def backends() -> tuple[str, ...]:
                         "--dev", "/dev", "true"],
               "unshare": [*UNSHARE, "true"]}
     return tuple(name for name, probe in probes.items() if shutil.which(probe[0]) is not None
-                 and subprocess.run(probe, capture_output=True, timeout=30).returncode == 0)
+                 and subprocess.run(probe, capture_output=True, timeout=30,
+                                   check=False).returncode == 0)
 
 
 def backend() -> str | None:
@@ -199,14 +200,19 @@ class ProcessTree:
             env = minimal_env({**(env or {}), "SCOREALIGN_HIDDEN": hidden_folders(hide)})
         else:
             env = {**os.environ, **(env or {})}
-        group = self.cgroup
+        procs = os.open(self.cgroup / "cgroup.procs", os.O_WRONLY) if self.cgroup else None
 
-        def enter() -> None:                 # in the child, before exec
-            if group is not None:
-                (group / "cgroup.procs").write_text(str(os.getpid()))
+        def enter() -> None:      # in the child, before exec: system calls only (threads)
+            if procs is not None:
+                os.write(procs, str(os.getpid()).encode())
 
-        self.proc = subprocess.Popen(argv, env=env, stdin=stdin, stdout=stdout, stderr=stderr,
-                                     start_new_session=True, preexec_fn=enter)
+        try:
+            self.proc = subprocess.Popen(argv, env=env, stdin=stdin, stdout=stdout,
+                                         stderr=stderr, start_new_session=True,
+                                         preexec_fn=enter)  # noqa: PLW1509
+        finally:
+            if procs is not None:
+                os.close(procs)
 
     def kill(self) -> None:
         """Kill every process of the tree (bubblewrap's namespace init takes its namespace

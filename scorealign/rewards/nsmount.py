@@ -32,7 +32,7 @@ LIBC = ctypes.CDLL(None, use_errno=True)
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int,
           data: str | None = None) -> None:
-    enc = lambda s: s.encode() if s is not None else None          # noqa: E731
+    enc = lambda s: s.encode() if s is not None else None
     if LIBC.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"mount {source} on {target}: {os.strerror(err)}")

@@ -22,7 +22,7 @@ from ..errors import ConfigError, DataError, RewardError
 from . import harness
 from .isolation import Limits, require_isolation, run_many
 
-FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
+FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 PYTHON_TAGS = ("python", "py", "python3", "")
 UNIT_TEST_LIMITS = Limits(timeout_s=10.0, cpu_s=5, memory_mb=1024, file_mb=16, processes=32,
                           tmp_mb=64)
@@ -67,7 +67,7 @@ def split_tests(tests, row: int) -> tuple[str, list[tuple[str, str]]]:
         tree = ast.parse(tests)
     except SyntaxError as e:
         raise DataError(f"{where}: syntax error in the tests, line {e.lineno}: {e.msg}") from None
-    source = lambda node: ast.get_source_segment(tests, node)   # noqa: E731
+    source = lambda node: ast.get_source_segment(tests, node)
     functions = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
                  and n.name.startswith("test")]
     if functions:

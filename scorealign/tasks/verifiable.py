@@ -129,7 +129,7 @@ def math_rows(per_template: int = 6, eval_per_template: int = 2,
             while len(pairs) < per_template + eval_per_template:
                 a, b = rng.randint(2, 20), rng.randint(2, 9 if op == "*" else 20)
                 if op == "-" and b >= a:
-                    a, b = b + a, b
+                    a += b                     # a positive difference
                 pairs.add((a, b))
             for j, (a, b) in enumerate(sorted(pairs, key=lambda p: rng.random())):
                 text = template.format(a=a, b=b) + " " + MATH_SUFFIX[language]
