@@ -6,6 +6,7 @@ import time
 import pytest
 
 from scorealign.errors import ConfigError, RewardError
+from scorealign.rewards import isolation
 from scorealign.rewards import sources as R
 from scorealign.rewards.sandbox import SandboxedFunction, SandboxLimits, SandboxTimeout
 
@@ -26,7 +27,7 @@ def boom(prompts, completions, **kw):
 def words(texts, source_lang, target_lang):
     return [f"{t}/{source_lang}>{target_lang}" for t in texts]
 def big_file(prompts, completions, **kw):
-    with open(os.environ["OUT_FILE"], "wb") as f:
+    with open(os.environ.get("OUT_FILE", "/tmp/out.bin"), "wb") as f:
         f.write(b"x" * (4 << 20))
     return [0.0]
 '''
@@ -86,10 +87,17 @@ def test_raise_timeout_and_memory_are_reward_errors(code):
     assert ok(["p"], ["!"]) == [1.0]                    # other workers are unaffected
 
 
-def test_file_size_limit(code, tmp_path, monkeypatch):
-    monkeypatch.setenv("OUT_FILE", str(tmp_path / "out.bin"))
+def test_file_size_limit_is_named(code, tmp_path, monkeypatch):
+    """A file over file_mb is reported as the file-size limit (it was once called a memory-limit
+    hit), isolated or not; without isolation the file is cut at the limit."""
     src = SandboxedFunction(f"file:{code}:big_file", SandboxLimits(file_mb=1))
-    with pytest.raises(Exception, match="died|File too large|Errno 27"):
+    with pytest.raises(Exception, match=r"File too large \[file-size limit \(1 MB"):
+        src(["p"], ["a"])
+    monkeypatch.setenv("OUT_FILE", str(tmp_path / "out.bin"))
+    monkeypatch.setattr(isolation, "_WARNED", set())         # warned once per process
+    with pytest.warns(UserWarning, match="WITHOUT isolation"):
+        src = SandboxedFunction(f"file:{code}:big_file", SandboxLimits(file_mb=1, isolate=False))
+    with pytest.raises(Exception, match=r"file-size limit \(1 MB"):
         src(["p"], ["a"])
     assert (tmp_path / "out.bin").stat().st_size <= 1 << 20
 
@@ -97,6 +105,8 @@ def test_file_size_limit(code, tmp_path, monkeypatch):
 def test_in_process_when_disabled(code):
     src = R.reward_from_spec(f"file:{code}:pid", sandbox=None)
     assert src(["p"], ["a"]) == [float(os.getpid())]
+    src = R.reward_from_spec(f"file:{code}:pid", sandbox=SandboxLimits(isolate=False))
+    assert src(["p"], ["a"]) != [float(os.getpid())]
 
 
 def test_train_config_limits():

@@ -65,6 +65,7 @@ class SandboxBlock(Block):
     reward_sandbox: bool = True  # py:/file: user code runs in a worker process with the limits below (README, Reward sources)
     reward_timeout: float = 60.0  # seconds per call of user code before the worker is stopped
     reward_memory_mb: int = 4096  # address-space limit of the worker (0: none)
+    reward_isolation: bool = True  # py:/file: workers and builtin:unit_tests run in namespaces (docs/verifiable.md); false: limits only (network/GPU rewards)
 
 
 @dataclasses.dataclass(frozen=True)

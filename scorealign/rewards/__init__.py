@@ -6,7 +6,7 @@ scorealign.rewards.sandbox`` (the reward worker) starts without importing torch.
 """
 
 __all__ = ["CallableReward", "FileReward", "ModelReward", "RewardSource", "WeightedSum",
-           "reward_from_spec", "rewards_from_specs", "score_batch", "score_rows"]
+           "reward_details", "reward_from_spec", "rewards_from_specs", "score_batch", "score_rows"]
 
 
 def __getattr__(name: str):

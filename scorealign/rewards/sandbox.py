@@ -4,19 +4,24 @@
 refusal detectors, translators) are loaded and called in a separate Python process, one per
 source, started once and reused:
 
-- limits (``SandboxLimits``): address space (``RLIMIT_AS``, ``memory_mb``), size of any file it
-  writes (``RLIMIT_FSIZE``), no core dumps, and a wall-clock ``timeout_s`` per call after which
-  the worker is killed (and restarted on the next call);
+- isolation (``reward_isolation: true``, the default): the worker runs in the isolating runner
+  (``isolation.py``): own user, PID, network and mount namespaces, read-only filesystem but a
+  private ``/tmp``, the home and the run directory hidden, a minimal environment; processes it
+  forks die with it. ``reward_isolation: false`` (rewards that need the network, a GPU or the
+  caller's environment) keeps the limits only, and says so loudly once;
+- limits (``SandboxLimits``): address space (``memory_mb``), size of any file it writes
+  (``file_mb``), processes, no core dumps, and a wall-clock ``timeout_s`` per call after which
+  the worker's whole process tree is killed (and restarted on the next call); errors name the
+  limit hit;
 - arguments and results cross as JSON over pipes (no pickle); the function's own prints go to
   stderr, never into the protocol;
 - a crash, a timeout or a memory blow-up in user code becomes an error naming the source, not a
   dead training run (``on_reward_error: skip`` then drops the batch's rows).
 
-It is process isolation with resource limits, not a security boundary against hostile code: the
-worker runs as the same user, with the same files and network. Turn it off (``reward_sandbox:
-false``) for functions that need the caller's process (a GPU model shared with it, arguments
-that are not JSON). This module imports only the standard library and ``scorealign.errors``, so a
-worker starts in well under a second.
+Turn the worker off (``reward_sandbox: false``) for functions that need the caller's process (a
+GPU model shared with it, arguments that are not JSON). This module imports only the standard
+library and scorealign's ``errors``, ``harness`` and ``isolation``, so a worker starts in well
+under a second.
 """
 
 from __future__ import annotations
@@ -25,17 +30,16 @@ import importlib
 import importlib.util
 import json
 import os
-import resource
 import select
-import signal
-import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, RemoteError, RewardError, one_line
+from .harness import apply_limits, describe
+from .isolation import Limits, ProcessTree, require_isolation
 
 
 @dataclass(frozen=True)
@@ -43,17 +47,26 @@ class SandboxLimits:
     timeout_s: float = 60.0   # per call, wall clock
     memory_mb: int = 4096     # address space of the worker (0: no limit)
     file_mb: int = 256        # largest file the worker may write (0: no limit)
+    isolate: bool = True      # namespaces (isolation.py); False: the limits only
+    hide: tuple[str, ...] = ()  # folders the worker must not see (the run directory)
+
+    def process_limits(self) -> Limits:
+        """The runner's limits of the worker's tree (no CPU cap: the worker lives for the run)."""
+        return Limits(timeout_s=self.timeout_s, cpu_s=0, memory_mb=self.memory_mb,
+                      file_mb=self.file_mb, processes=64 if self.isolate else 0, tmp_mb=256)
 
 
 DEFAULT_LIMITS = SandboxLimits()
 
 
-def sandbox_limits(cfg) -> SandboxLimits | None:
+def sandbox_limits(cfg, hide: tuple[str, ...] = ()) -> SandboxLimits | None:
     """The limits of a config's sandbox block (``reward_sandbox``, ``reward_timeout``,
-    ``reward_memory_mb``); None when ``reward_sandbox`` is off (user code runs in-process)."""
+    ``reward_memory_mb``, ``reward_isolation``), hiding the ``hide`` folders from the worker;
+    None when ``reward_sandbox`` is off (user code runs in-process)."""
     if not cfg.reward_sandbox:
         return None
-    return SandboxLimits(cfg.reward_timeout, cfg.reward_memory_mb)
+    return SandboxLimits(cfg.reward_timeout, cfg.reward_memory_mb,
+                         isolate=cfg.reward_isolation, hide=tuple(hide))
 
 
 class SandboxTimeout(RewardError):
@@ -154,12 +167,21 @@ class SandboxedFunction:
 
     def start(self) -> None:
         """Start the worker and load the function there (a ConfigError if it cannot be loaded)."""
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # same imports
-        self.proc = subprocess.Popen([sys.executable, "-m", "scorealign.rewards.sandbox"], env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self.buffer = b""
         lim = self.limits
-        self.send({"spec": self.spec, "memory_mb": lim.memory_mb, "file_mb": lim.file_mb})
+        if self.proc is not None:
+            self.close()                     # a worker that died: its tree goes too
+        isolate = require_isolation(lim.isolate, f"reward source {self.name!r}")
+        paths = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]  # same imports
+        readable = tuple(paths)
+        if self.spec.startswith("file:"):
+            path = Path(split_spec(self.spec)[1])
+            readable += (str(path), str(path.parent))
+        self.tree = ProcessTree([sys.executable, "-m", "scorealign.rewards.sandbox"],
+                                lim.process_limits(), isolate, readable=readable, hide=lim.hide,
+                                env={"PYTHONPATH": os.pathsep.join(paths)})
+        self.proc, self.buffer = self.tree.proc, b""
+        inner = asdict(lim.process_limits())
+        self.send({"spec": self.spec, "limits": inner})
         reply = self.receive(max(lim.timeout_s, 60.0))
         if "config_error" in reply:
             self.close()
@@ -176,6 +198,8 @@ class SandboxedFunction:
                               ) from None
         reply = self.receive(self.limits.timeout_s)
         if "error" in reply:
+            if " limit (" in reply["error"]:
+                self.close()         # forked copies, full /tmp: the next call gets a fresh tree
             raise RemoteError(reply["error"])
         return reply["ok"]
 
@@ -193,6 +217,7 @@ class SandboxedFunction:
         while b"\n" not in self.buffer:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([fd], [], [], left)[0]:
+                self.tree.timed_out = True
                 self.close()
                 raise SandboxTimeout(f"reward source {self.name!r} did not answer within "
                                      f"{timeout:g} s (reward_timeout); its worker was stopped")
@@ -200,8 +225,9 @@ class SandboxedFunction:
             if not chunk:
                 code = self.proc.wait()
                 self.close()
-                hint = (f"; it may have hit its memory limit ({self.limits.memory_mb} MB, "
-                        "reward_memory_mb)" if code < 0 or code == 1 else "")
+                hit = self.tree.limit_hit()
+                hint = (f" ({hit})" if hit else f"; it may have hit its memory limit "
+                        f"({self.limits.memory_mb} MB, reward_memory_mb)" if code == 1 else "")
                 raise RemoteError(f"the sandboxed worker of {self.name!r} died with exit "
                                   f"status {code}{hint}")
             self.buffer += chunk
@@ -209,10 +235,9 @@ class SandboxedFunction:
         return json.loads(line)
 
     def close(self) -> None:
+        """Kill the worker's whole process tree (its forked children too)."""
         if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.kill()
-            self.proc.wait()
+            self.tree.kill()
             for pipe in (self.proc.stdin, self.proc.stdout):
                 pipe.close()
             self.proc = None
@@ -225,14 +250,6 @@ class SandboxedFunction:
 
 
 # ----------------------------------------------------------------------------- the worker
-
-
-def _limit(memory_mb: int, file_mb: int) -> None:
-    for res, mb in ((resource.RLIMIT_AS, memory_mb), (resource.RLIMIT_FSIZE, file_mb)):
-        if mb > 0:
-            resource.setrlimit(res, (mb << 20, mb << 20))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
 
 
 def _reply(channel, result: Any) -> dict:
@@ -251,7 +268,8 @@ def worker() -> None:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     init = json.loads(sys.stdin.readline())             # sys.path: the parent's, via PYTHONPATH
-    _limit(init["memory_mb"], init["file_mb"])
+    limits = init["limits"]
+    apply_limits(limits)
     try:
         fn = load_function(init["spec"])
     except ConfigError as e:
@@ -263,7 +281,7 @@ def worker() -> None:
         try:
             result = fn(*request["args"], **request["kwargs"])
         except BaseException as e:       # noqa: BLE001 - everything goes back to the parent
-            channel.write(json.dumps({"error": one_line(e)}) + "\n")
+            channel.write(json.dumps({"error": describe(e, limits)}) + "\n")
             continue
         _reply(channel, result)
 

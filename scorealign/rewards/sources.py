@@ -139,7 +139,7 @@ def reward_parts(source, n: int) -> dict[str, torch.Tensor]:
             for s in source.sources}
 
 
-def _builtin_count(arg: str) -> RewardSource:
+def _builtin_count(arg: str, sandbox: SandboxLimits | None = None) -> RewardSource:
     """``count:<word>``: whitespace-separated occurrences of ``<word>`` in the completion."""
     if not arg:
         raise ConfigError("builtin reward 'count' needs a word: builtin:count:<word>")
@@ -150,7 +150,7 @@ def _builtin_count(arg: str) -> RewardSource:
     return CallableReward(count, name=f"count:{arg}")
 
 
-def _builtin_length(arg: str) -> RewardSource:
+def _builtin_length(arg: str, sandbox: SandboxLimits | None = None) -> RewardSource:
     """``length``: number of whitespace-separated words in the completion."""
     if arg:
         raise ConfigError(f"builtin reward 'length' takes no argument, got {arg!r}")
@@ -161,7 +161,7 @@ def _builtin_length(arg: str) -> RewardSource:
     return CallableReward(length, name="length")
 
 
-def _builtin_language(arg: str) -> RewardSource:
+def _builtin_language(arg: str, sandbox: SandboxLimits | None = None) -> RewardSource:
     """``language[:code]``: 1 if the completion is in ``code`` (default: the row's ``language``
     field), 0 if not, 0.5 when too short to judge (``scorealign.rewards.language``)."""
     from .language import LanguageFidelity
@@ -172,11 +172,50 @@ def _builtin_language(arg: str) -> RewardSource:
         raise ConfigError(f"builtin reward 'language:{arg}': {e}") from None
 
 
-BUILTIN_REWARDS: dict[str, Callable[[str], RewardSource]] = {
+def _builtin_unit_tests(arg: str, sandbox: SandboxLimits | None = None) -> RewardSource:
+    """``unit_tests[:all]``: the fraction of the row's ``tests`` the completion's code passes
+    (``:all``: 1 only if every test passes), run isolated (``verifiers.py``)."""
+    from .verifiers import UnitTestReward
+
+    if arg not in ("", "all"):
+        raise ConfigError(f"builtin:unit_tests:{arg}: the argument is 'all' (all-or-nothing) "
+                          "or none (fraction passed)")
+    return UnitTestReward(all_or_nothing=arg == "all",
+                          isolate=sandbox.isolate if sandbox is not None else True)
+
+
+def _builtin_math(arg: str, sandbox: SandboxLimits | None = None) -> RewardSource:
+    """``math``: 1 if the completion's answer equals the row's ``answer`` (math-verify)."""
+    from .verifiers import MathReward
+
+    if arg:
+        raise ConfigError(f"builtin reward 'math' takes no argument, got {arg!r}")
+    return MathReward()
+
+
+BUILTIN_REWARDS: dict[str, Callable[[str, SandboxLimits | None], RewardSource]] = {
     "count": _builtin_count,
     "length": _builtin_length,
     "language": _builtin_language,
+    "unit_tests": _builtin_unit_tests,
+    "math": _builtin_math,
 }
+
+
+def reward_details(source: RewardSource) -> list[dict] | None:
+    """What a source kept per completion of its last call (``details``: the verifiers' failure
+    reasons, limits hit, comparison method), or None; a weighted sum merges its parts' by name."""
+    parts = getattr(source, "sources", None)
+    if parts is None:
+        return getattr(source, "details", None)
+    merged = None
+    for part in parts:
+        details = getattr(part, "details", None)
+        if details:
+            merged = merged or [{} for _ in details]
+            for row, info in zip(merged, details):
+                row[part.name] = info
+    return merged
 
 
 def reward_from_spec(spec: str, sandbox: SandboxLimits | None = DEFAULT_LIMITS,
@@ -207,7 +246,7 @@ def reward_from_spec(spec: str, sandbox: SandboxLimits | None = DEFAULT_LIMITS,
     if name not in BUILTIN_REWARDS:
         raise ConfigError(f"unknown builtin reward {name!r}; builtins: "
                           f"{', '.join(sorted(BUILTIN_REWARDS))}")
-    return BUILTIN_REWARDS[name](arg)
+    return BUILTIN_REWARDS[name](arg, sandbox)
 
 
 def load_user_function(spec: str, limits: SandboxLimits | None = DEFAULT_LIMITS) -> RewardSource:

@@ -40,7 +40,7 @@ from ..data.formats import load_prompt_rows
 from ..engine.rollout import completion_logprobs
 from ..errors import ConfigError
 from ..eval.heldout import HeldOutEval
-from ..rewards.sandbox import SandboxLimits
+from ..rewards.sandbox import sandbox_limits
 from ..rewards.sources import rewards_from_specs
 from .batches import BatchSource, build_source
 from .config import TrainConfig, batch_summary, check_batch_arithmetic
@@ -280,8 +280,7 @@ def adamw(params: list, cfg: TrainConfig) -> torch.optim.AdamW:
 
 def build_sources(cfg: TrainConfig, tokenizer, ref_model, reward, eval_reward, world: int):
     """(batch source, held-out evaluator or None) for the run's data kind."""
-    sandbox = (SandboxLimits(cfg.reward_timeout, cfg.reward_memory_mb) if cfg.reward_sandbox
-               else None)
+    sandbox = sandbox_limits(cfg, hide=(cfg.output_dir,))
     reward_specs = (list(cfg.rewards), cfg.reward_weights and list(cfg.reward_weights), sandbox)
     training_reward = functools.cache(lambda: reward or rewards_from_specs(*reward_specs))
     source = build_source(cfg, tokenizer, ref_model, training_reward, world)
