@@ -159,7 +159,8 @@ def method_config(cfg: DemoConfig, name: str, out: Path, sft_model: Path, reward
     return TrainConfig(**{"beta": cfg.beta, **spec}, model=str(sft_model), steps=steps, lr=cfg.lr,
                        rewards=(f"model:{reward_model}",), micro_batch_size=32, max_new_tokens=16,
                        seed=cfg.seed, eval_every=max(1, steps // 4), eval_prompts=p["n_eval"],
-                       eval_dataset=str(data / "eval_prompts.jsonl"), output_dir=str(out / name))
+                       eval_dataset=str(data / "eval_prompts.jsonl"), output_dir=str(out / name),
+                       save_every=0)   # final weights only: a demo is not resumed
 
 
 def run_demo(cfg: DemoConfig) -> Path:
@@ -180,7 +181,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     sft_run = run_sft(SFTConfig(model=str(base), dataset=str(out / "data" / "sft.jsonl"),
                                 num_epochs=p["sft_steps"] * 32 / (2 * p["n_train"]), batch_size=32,
                                 micro_batch_size=32, lr=3e-3, max_completion_tokens=16,
-                                seed=cfg.seed, output_dir=str(out / "sft")))
+                                seed=cfg.seed, output_dir=str(out / "sft"), save_every=0))
     sft_model = sft_run / "final"
     stage(3, "proxy reward model (Bradley-Terry, gold-labelled pairs, 10% label noise)", t0)
     policy_pairs(cfg, out, sft_model)

@@ -153,7 +153,8 @@ def method_config(cfg: RealDemoConfig, name: str, out: Path, sft_model: str) -> 
                        dataset=str(dataset), steps=p["steps"], lr=cfg.lr,
                        micro_batch_size=spec.get("micro_batch_size", 8),
                        max_new_tokens=p["max_new_tokens"], temperature=TEMPERATURE,
-                       max_prompt_tokens=96, seed=cfg.seed, output_dir=str(out / name))
+                       max_prompt_tokens=96, seed=cfg.seed, output_dir=str(out / name),
+                       save_every=0)   # final weights only: a demo is not resumed
 
 
 def run_demo_sft(cfg: RealDemoConfig, base: str, data: Path, out: Path) -> str:
@@ -165,7 +166,7 @@ def run_demo_sft(cfg: RealDemoConfig, base: str, data: Path, out: Path) -> str:
     run = run_sft(SFTConfig(model=base, dataset=str(data / "sft.jsonl"),
                             num_epochs=p["sft_steps"] * 8 / p["n_train"], batch_size=8,
                             micro_batch_size=8, lr=cfg.sft_lr, max_completion_tokens=32,
-                            max_prompt_tokens=96, seed=cfg.seed, output_dir=str(out)))
+                            max_prompt_tokens=96, seed=cfg.seed, output_dir=str(out), save_every=0))
     return str(run / "final")
 
 

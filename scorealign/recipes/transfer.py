@@ -64,7 +64,7 @@ def run_transfer(demo: str | Path, steps: int = 48, lr: float = 1e-4, beta: floa
             name = f"{method}-{data}"
             train(TrainConfig(**spec, model=str(sft_path), steps=steps, lr=lr, beta=beta,
                               micro_batch_size=32, max_new_tokens=16, seed=seed,
-                              output_dir=str(out / name)))
+                              output_dir=str(out / name), save_every=0))
             runs[name] = out / name / "final"
     tok = AutoTokenizer.from_pretrained(str(sft_path))
     sft = AutoModelForCausalLM.from_pretrained(str(sft_path)).eval()
