@@ -39,6 +39,29 @@ def kl_penalized_rewards(scores: Tensor, kl: Tensor, beta: float) -> Tensor:
     return (scores - beta * kl).detach()
 
 
+def overlong_penalty(lengths: Tensor, max_length: int, buffer: int, penalty: float = 1.0) -> Tensor:
+    """DAPO's soft overlong punishment (arXiv 2503.14476 eq. 13), added to the score:
+
+      R_length(y) = 0                                  |y| <= L_max - L_cache
+                  = ((L_max - L_cache) - |y|) / L_cache   L_max - L_cache < |y| <= L_max
+                  = -1                                 |y| > L_max
+
+    times ``penalty``, with L_max = ``max_length`` (max_new_tokens: a completion never exceeds it,
+    so the penalty reaches -penalty at the cut) and L_cache = ``buffer``. lengths: [B] -> [B].
+    """
+    start = max_length - buffer
+    over = (lengths.to(torch.float32) - start).clamp(min=0.0)
+    return -penalty * torch.where(lengths > max_length, torch.ones_like(over), over / buffer)
+
+
+def informative_groups(scores: Tensor, k: int) -> Tensor:
+    """DAPO's dynamic sampling filter (arXiv 2503.14476 eq. 11, 0 < |{correct}| < G): keep the
+    prompt groups whose k rewards are not all equal (a group of equal rewards has zero group-
+    relative advantage: no policy gradient). scores: [B] -> keep [B] bool, whole groups."""
+    r = scores.view(-1, k)                                                  # [prompts, k]
+    return (r != r[:, :1]).any(1).repeat_interleave(k)
+
+
 def whiten(x: Tensor, eps: float = 1e-8) -> Tensor:
     """(x - mean) / (std + eps) over the whole batch. Off by default; not in the paper."""
     return (x - x.mean()) / (x.std(unbiased=False) + eps)

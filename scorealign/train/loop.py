@@ -157,6 +157,10 @@ def train_step(run: Run, step: int, state: dict, log: ProgressLog, evaluate) -> 
     # 2. Rewards on the global batch: skipped rewards filled with the mean, KL in the reward.
     kl = (losses.sequence_kl(batch.logprobs, batch.ref_logprobs, batch.completion_mask)
           if batch.logprobs is not None else torch.zeros(batch.size, device=device))  # [b]
+    if cfg.overlong_buffer:                                   # DAPO's soft overlong penalty
+        batch.scores = batch.scores + losses.overlong_penalty(
+            batch.completion_mask.sum(1), cfg.max_new_tokens, cfg.overlong_buffer,
+            cfg.overlong_penalty)
     g_scores, g_kl, g_valid = (accelerator.gather(t) for t in (batch.scores, kl, batch.valid))
     g_scores = torch.where(g_valid, g_scores, g_scores[g_valid].mean() if g_valid.any() else 0.0)
     batch.scores = g_scores.view(world, -1)[rank]                             # [b]
@@ -168,7 +172,7 @@ def train_step(run: Run, step: int, state: dict, log: ProgressLog, evaluate) -> 
     # 3. Targets: sequence advantages on the global batch, then this process's slice (token
     #    level: per token on this process's rows, over the critic's values if any); then the
     #    algorithm's selection of rows (RAFT keeps the best).
-    batch, state, extra = targets(run, batch, rewards, group_ok, state)
+    batch, state, extra = targets(run, batch, rewards, group_ok, state, g_scores)
     # 4.-5. Loss and optimizer steps: num_epochs x num_minibatches over the batch.
     totals = optimise(run, batch, step)
     run.scheduler.step()
@@ -207,10 +211,11 @@ def restore(run: Run, ckpt: Path) -> tuple[dict, int]:
     return state, start
 
 
-def targets(run: Run, batch, rewards, group_ok, state: dict):
+def targets(run: Run, batch, rewards, group_ok, state: dict, scores):
     """Stage 3 from the global rewards [B]: this process's advantages, one per sequence [b] (token
     level: per token [b, C], over the critic's sampling-time values if the algorithm has one),
-    then the algorithm's selection of rows. Returns (batch, algorithm state, extra metrics)."""
+    then the algorithm's selection of rows and dynamic sampling's (from the global scores [B]).
+    Returns (batch, algorithm state, extra metrics)."""
     algo, cfg, extra = run.algo, run.cfg, {}
     world, rank = run.accelerator.num_processes, run.accelerator.process_index
     if algo.token_advantages is None:
@@ -219,14 +224,30 @@ def targets(run: Run, batch, rewards, group_ok, state: dict):
     else:
         if run.critic is not None:
             batch.values = run.critic.rollout_values(batch, cfg.micro_batch_size)  # [b, C]
-        advantages, batch.returns = algo.token_advantages(batch, cfg)           # [b, C] each
+        global_sum = functools.partial(run.accelerator.reduce, reduction="sum")
+        advantages, batch.returns = algo.token_advantages(batch, cfg, global_sum)  # [b, C] each
         batch.advantages = advantages * group_ok.view(world, -1)[rank, :, None]
         if run.critic is not None:
             extra.update(run.critic.metrics(batch))
-    if algo.select is not None:
-        keep = algo.select(rewards, batch.k, cfg).view(world, -1)[rank]          # [b] bool
-        batch = batch.select(keep.nonzero().squeeze(1))
+    keep = algo.select(rewards, batch.k, cfg) if algo.select is not None else None  # [B] bool
+    if algo.setting(cfg, "dynamic_sampling"):
+        keep, extra["groups/dropped"] = dynamic_sampling(scores, keep, batch.k, world)
+    if keep is not None:
+        batch = batch.select(keep.view(world, -1)[rank].nonzero().squeeze(1))
     return batch, state, extra
+
+
+def dynamic_sampling(scores, keep, k: int, world: int):
+    """DAPO's dynamic sampling (arXiv 2503.14476 eq. 11), without refilling: the prompt groups
+    whose k scores [B] are all equal leave this step's loss (and its item counts). Deviation: DAPO
+    samples more prompts until the batch is full; here the step trains on fewer groups, and if a
+    process would be left with none (DDP needs a backward pass on each) nothing is dropped.
+    Returns (keep [B] bool or None, number of groups dropped)."""
+    informative = losses.informative_groups(scores, k)                      # [B]
+    kept = informative if keep is None else keep & informative
+    if not kept.view(world, -1).any(1).all():
+        return keep, 0.0
+    return kept, float((~informative).sum().item() / k)
 
 
 def optimise(run: Run, batch, step: int) -> dict[str, float]:
@@ -247,8 +268,7 @@ def optimise(run: Run, batch, step: int) -> dict[str, float]:
         for minibatch in minibatch_rows(batch.size, group, cfg, step, epoch):
             # 4. Loss: micro-batches sorted by length, summed, divided by the number of
             #    sequences or completion tokens in the minibatch over all processes.
-            count = (minibatch.numel() if algo.unit == "sequence"
-                     else batch.completion_mask[minibatch].sum().item())
+            count = algo.count(batch, minibatch, cfg)
             normaliser = accelerator.reduce(torch.tensor(float(count), device=device),
                                             reduction="sum").item() / world
             micro = micro_batches(batch, minibatch, packed, cfg.micro_batch_size)
