@@ -274,11 +274,13 @@ def gae_advantages(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float =
 
 
 def clipped_surrogate_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor,
-                           clip_eps: float | None) -> tuple[Tensor, Tensor]:
+                           clip_eps: float | None, clip_eps_high: float | None = None
+                           ) -> tuple[Tensor, Tensor]:
     """PPO clipped surrogate (arXiv 1707.06347 eq. 7), to minimise:
 
-      -min(rho * A, clip(rho, 1-eps, 1+eps) * A),   rho = exp(log pi - log pi_old)
+      -min(rho * A, clip(rho, 1-eps, 1+eps_high) * A),   rho = exp(log pi - log pi_old)
 
+    eps_high = ``clip_eps_high`` (DAPO's clip-higher, arXiv 2503.14476 eq. 10), else eps.
     ``clip_eps=None``: no clipping, -rho * A (whose gradient at rho = 1 is the REINFORCE one).
     Works per token ([B, T]) or per sequence ([B]). Returns (loss, clipped indicator), the
     indicator being 1 where the clipped term is the minimum, i.e. the item gets no gradient.
@@ -288,7 +290,8 @@ def clipped_surrogate_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: T
     unclipped = ratio * advantages.detach()
     if clip_eps is None:
         return -unclipped, torch.zeros_like(unclipped)
-    clipped = ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * advantages.detach()
+    high = clip_eps if clip_eps_high is None else clip_eps_high
+    clipped = ratio.clamp(1.0 - clip_eps, 1.0 + high) * advantages.detach()
     active = clipped < unclipped
     return -torch.where(active, clipped, unclipped), active.to(unclipped.dtype)
 

@@ -46,7 +46,7 @@ from typing import Callable
 import torch
 
 from ..errors import ConfigError
-from . import losses
+from . import group_policy, losses
 from .critic import value_critic
 
 # What a step's batch holds (``data``, or the kind ``sources`` maps ``cfg.source`` to):
@@ -301,6 +301,10 @@ _PAIRS = dict(data="pairs", group_size=_pair, group_word="pairs", grouped=True)
 _DEMONSTRATIONS = dict(data="demonstrations", group_size=_one, group_word="examples",
                        unit="token", reference=False)
 
+# The GRPO family (group_policy.py): one per-token clipped loss, aggregated by loss_type.
+_GROUP = dict(loss=group_policy.policy_loss, unit=group_policy.loss_unit,
+              items=group_policy.loss_items)
+
 ALGORITHMS: dict[str, Algorithm] = {
     "pg": Algorithm(_sequence_policy_gradient_loss, _vanilla_pg),
     "reinforce": Algorithm(_sequence_policy_gradient_loss, _reinforce_baseline),
@@ -314,4 +318,7 @@ ALGORITHMS: dict[str, Algorithm] = {
     "dpo": Algorithm(_dpo_loss, _row_weights, **_PAIRS),
     "ipo": Algorithm(_ipo_loss, _row_weights, **_PAIRS),
     "sft": Algorithm(_sft_loss, _row_weights, **_DEMONSTRATIONS),
+    # GRPO (arXiv 2402.03300): group-normalised advantages, token-level clipped ratio
+    "grpo": Algorithm(advantages=group_policy.group_advantages, check=group_policy.check_group,
+                      defaults={"loss_type": "grpo"}, **_GROUP),
 }

@@ -1,0 +1,267 @@
+"""The GRPO family and REINFORCE++: hand-computed math, TRL's loss formulas, invariance, toy runs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+from types import SimpleNamespace
+
+import pytest
+import torch
+from multiproc import torchrun
+from safetensors.torch import load_file
+
+from scorealign.algorithms import ALGORITHMS, grpo, losses
+from scorealign.core.config import save_config
+from scorealign.core.tiny import build_tiny_model
+from scorealign.errors import ConfigError
+from scorealign.train import TrainConfig, train
+
+
+def t(x):
+    return torch.tensor(x, dtype=torch.float64)
+
+
+# --------------------------------------------------------------------------- advantages
+
+
+def test_grpo_advantages_group_scale_hand_computed():
+    r = t([1.0, 2.0, 3.0, 6.0, 6.0, 6.0])                          # k = 3, two prompts
+    a = grpo.grpo_advantages(r, 3, "group", eps=0.0)
+    # group 1: mean 2, Bessel std sqrt(((1)^2 + 0 + 1^2) / 2) = 1 -> (-1, 0, 1); group 2 equal
+    assert a[:3].tolist() == pytest.approx([-1.0, 0.0, 1.0])
+    a = grpo.grpo_advantages(r, 3, "group")                        # eps = 1e-4 (TRL)
+    assert a[:3].tolist() == pytest.approx([-1 / 1.0001, 0.0, 1 / 1.0001])
+    assert a[3:].tolist() == [0.0, 0.0, 0.0]                       # all rewards equal: A = 0
+
+
+def test_grpo_advantages_batch_and_none_scale():
+    r = t([1.0, 3.0, 10.0, 14.0])                                  # k = 2
+    none = grpo.grpo_advantages(r, 2, "none")                      # Dr. GRPO: r - group mean
+    assert none.tolist() == [-1.0, 1.0, -2.0, 2.0]
+    batch_std = r.std().item()                                     # Bessel over the 4 rewards
+    batch = grpo.grpo_advantages(r, 2, "batch")
+    assert batch.tolist() == pytest.approx([x / (batch_std + 1e-4) for x in (-1, 1, -2, 2)])
+
+
+def test_grpo_advantages_k2_and_k1():
+    a = grpo.grpo_advantages(t([0.0, 5.0, 2.0, 2.1]), 2, "group", eps=0.0)
+    assert a.tolist() == pytest.approx([-1 / math.sqrt(2), 1 / math.sqrt(2)] * 2)
+    with pytest.raises(ValueError, match="k >= 2"):
+        grpo.grpo_advantages(t([1.0]), 1, "group")
+    assert grpo.grpo_advantages(t([1.0, 4.0]), 1, "none").tolist() == [0.0, 0.0]
+
+
+def test_k3_kl_hand_computed():
+    lp, ref = t([[-1.0, -2.0]]), t([[-1.0, -1.0]])
+    kl = grpo.k3_kl(lp, ref)
+    # d = ref - lp = (0, 1): e^0 - 0 - 1 = 0, e^1 - 1 - 1
+    assert kl[0].tolist() == pytest.approx([0.0, math.e - 2.0])
+    lp = lp.requires_grad_()
+    grpo.k3_kl(lp, ref).sum().backward()
+    assert lp.grad[0].tolist() == pytest.approx([0.0, 1.0 - math.e])  # d/dlp = 1 - e^d
+
+
+@pytest.mark.parametrize("ratio, adv, loss, clipped", [
+    (1.25, 1.0, -1.25, 0.0),     # A > 0: 1.25 < 1 + 0.28, inside DAPO's higher clip
+    (1.5, 1.0, -1.28, 1.0),      # A > 0: clipped at 1 + eps_high
+    (0.7, -1.0, 0.8, 1.0),       # A < 0: clipped at 1 - eps_low
+    (0.7, 1.0, -0.7, 0.0),       # A > 0 below 1 - eps: pessimistic, unclipped
+])
+def test_asymmetric_clip_hand_values(ratio, adv, loss, clipped):
+    out, active = losses.clipped_surrogate_loss(t([math.log(ratio)]), t([0.0]), t([adv]), 0.2, 0.28)
+    assert out.item() == pytest.approx(loss) and active.item() == clipped
+
+
+# --------------------------------------------------------------------------- TRL's loss formulas
+
+# Fixed inputs: 4 completions of up to 3 tokens; row 2 has ONE token, row 3 is truncated.
+LOGP = [[-1.0, -0.5, -2.0], [-0.3, -1.2, -0.7], [-0.9, 0.0, 0.0], [-1.5, -0.2, -0.4]]
+OLD = [[-1.1, -0.5, -1.5], [-0.3, -1.0, -0.9], [-0.2, 0.0, 0.0], [-1.5, -0.6, -0.4]]
+REF = [[-1.0, -0.7, -1.8], [-0.5, -1.1, -0.7], [-0.8, 0.0, 0.0], [-1.2, -0.2, -0.6]]
+MASK = [[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 1]]
+ADV = [0.8, -1.1, 1.5, -0.4]
+MAX_LEN = 5
+
+
+def trl_loss(loss_type, logp, old, ref, adv, mask, eps_low=0.2, eps_high=0.2, beta=0.0,
+             max_completion_length=MAX_LEN, num_items_in_batch=None, num_processes=1):
+    """TRL's GRPOTrainer._compute_loss (trl/trainer/grpo_trainer.py; the same in TRL 0.19 to
+    1.x), written out for importance_sampling_level='token', one micro-batch:"""
+    coef_1 = torch.exp(logp - old)
+    coef_2 = torch.clamp(coef_1, 1 - eps_low, 1 + eps_high)
+    per_token_loss1 = coef_1 * adv.unsqueeze(1)
+    per_token_loss2 = coef_2 * adv.unsqueeze(1)
+    per_token_loss = -torch.min(per_token_loss1, per_token_loss2)
+    if beta != 0.0:
+        per_token_kl = torch.exp(ref - logp) - (ref - logp) - 1
+        per_token_loss = per_token_loss + beta * per_token_kl
+    if loss_type == "grpo":
+        return ((per_token_loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
+    if loss_type == "bnpo":
+        return (per_token_loss * mask).sum() / mask.sum().clamp(min=1.0)
+    if loss_type == "dr_grpo":
+        return (per_token_loss * mask).sum() / (per_token_loss.size(0) * max_completion_length)
+    if loss_type == "dapo":
+        num_items_in_batch = mask.sum() if num_items_in_batch is None else num_items_in_batch
+        normalizer = num_items_in_batch.clamp(min=1.0) / num_processes
+        return (per_token_loss * mask).sum() / normalizer
+    raise ValueError(loss_type)
+
+
+def fake_batch(mask=MASK, truncated=(False, False, False, True), adv=ADV, ref=REF):
+    return SimpleNamespace(completion_mask=t(mask), truncated=torch.tensor(truncated),
+                           advantages=t(adv), ref_logprobs=t(ref))
+
+
+def our_loss(cfg, batch, logp, old, parts=1):
+    """The loop's aggregation: per-item losses of each micro-batch summed, over the global count."""
+    algo, rows = cfg.algorithm, torch.arange(batch.completion_mask.shape[0])
+    normaliser = algo.count(batch, rows, cfg)
+    total = 0.0
+    for part in rows.tensor_split(parts):
+        mb = SimpleNamespace(**{k: v[part] for k, v in vars(batch).items()})
+        per_item, stats = algo.loss(logp[part], old[part], None, mb, cfg)
+        assert per_item.dim() == (1 if algo.loss_unit(cfg) == "sequence" else 2)
+        total = total + losses.aggregate(per_item, normaliser)
+    return total
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
+@pytest.mark.parametrize("kl_loss_coef", [0.0, 0.04])
+def test_grpo_loss_equals_trl_formula(loss_type, kl_loss_coef):
+    cfg = TrainConfig(algo="grpo", loss_type=loss_type, kl_loss_coef=kl_loss_coef, beta=0.0,
+                      max_new_tokens=MAX_LEN, clip_eps=0.2)
+    logp = t(LOGP).requires_grad_()
+    ours = our_loss(cfg, fake_batch(), logp, t(OLD))
+    expected = trl_loss(loss_type, t(LOGP), t(OLD), t(REF), t(ADV), t(MASK), beta=kl_loss_coef)
+    assert ours.item() == pytest.approx(expected.item(), rel=1e-12)
+    # TRL with two equal micro-batches (its grpo/bnpo/dr_grpo divide by the accumulation steps,
+    # dapo by the global token count): our 2 micro-batches give the same value
+    half = [slice(0, 2), slice(2, 4)]
+    if loss_type == "bnpo":   # TRL's bnpo is a per-micro-batch token mean: equal only for equal counts
+        return
+    n_items = t(MASK).sum()
+    trl_accum = sum(trl_loss(loss_type, t(LOGP)[s], t(OLD)[s], t(REF)[s], t(ADV)[s], t(MASK)[s],
+                             beta=kl_loss_coef, num_items_in_batch=n_items)
+                    / (1 if loss_type == "dapo" else 2) for s in half)
+    assert our_loss(cfg, fake_batch(), t(LOGP), t(OLD), parts=2).item() == pytest.approx(
+        trl_accum.item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
+def test_masking_truncated_rows_equals_trl_with_them_masked(loss_type):
+    """mask_truncated_completions: TRL zeroes the truncated rows of completion_mask."""
+    cfg = TrainConfig(algo="grpo", loss_type=loss_type, max_new_tokens=MAX_LEN,
+                      mask_truncated_completions=True)
+    masked = t(MASK) * t([1, 1, 1, 0])[:, None]
+    ours = our_loss(cfg, fake_batch(), t(LOGP), t(OLD))
+    expected = trl_loss(loss_type, t(LOGP), t(OLD), t(REF), t(ADV), masked)
+    assert ours.item() == pytest.approx(expected.item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
+def test_loss_types_split_over_micro_batches_and_processes(loss_type):
+    """Uneven micro-batches (1 + 3 rows) and two 'processes' (rows 0-1, 2-3, counts summed) give
+    the full batch's loss: the aggregation is 1 x 8 = 8 x 1 and 1 process = 2 processes."""
+    cfg = TrainConfig(algo="grpo", loss_type=loss_type, max_new_tokens=MAX_LEN)
+    batch, logp, old = fake_batch(), t(LOGP), t(OLD)
+    full = our_loss(cfg, batch, logp, old)
+    algo, rows = cfg.algorithm, torch.arange(4)
+    count = algo.count(batch, rows, cfg)
+    uneven = sum(losses.aggregate(algo.loss(logp[r], old[r], None, SimpleNamespace(
+        **{k: v[r] for k, v in vars(batch).items()}), cfg)[0], count) for r in (rows[:1], rows[1:]))
+    assert uneven.item() == pytest.approx(full.item(), rel=1e-12)
+    ranks = [SimpleNamespace(**{k: v[r] for k, v in vars(batch).items()})
+             for r in (rows[:2], rows[2:])]
+    world_count = sum(algo.count(b, torch.arange(2), cfg) for b in ranks)
+    per_rank = [losses.aggregate(algo.loss(logp[2 * i:2 * i + 2], old[2 * i:2 * i + 2], None, b,
+                                           cfg)[0], world_count / 2) for i, b in enumerate(ranks)]
+    assert (sum(per_rank) / 2).item() == pytest.approx(full.item(), rel=1e-12)  # DDP's mean
+
+
+def test_grpo_config_checks():
+    with pytest.raises(ConfigError, match="k >= 2"):
+        TrainConfig(algo="grpo", k=1)
+    with pytest.raises(ConfigError, match="loss_type='token'"):
+        TrainConfig(algo="grpo", loss_type="token")
+    with pytest.raises(ConfigError, match="scale_rewards"):
+        TrainConfig(algo="grpo", scale_rewards="std")
+
+
+# --------------------------------------------------------------------------- tiny-model runs
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return str(build_tiny_model(tmp_path_factory.mktemp("tiny")))
+
+
+def run_cfg(tiny, out, **kw) -> TrainConfig:
+    base = dict(model=tiny, dataset="toy", rewards=("builtin:count:yes",), prompts_per_step=8,
+                k=4, micro_batch_size=16, max_new_tokens=12, lr=3e-3, beta=0.02,
+                output_dir=str(out))
+    return TrainConfig(**{**base, **kw})
+
+
+def metrics(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def final_weights(run_dir) -> dict:
+    return load_file(str(run_dir / "final" / "model.safetensors"))
+
+
+# Every new algorithm, and GRPO with each loss_type, KL in the loss, truncated rows masked.
+VARIANTS = {
+    "grpo": dict(algo="grpo"),
+    "grpo-bnpo": dict(algo="grpo", loss_type="bnpo"),
+    "grpo-dr_grpo": dict(algo="grpo", loss_type="dr_grpo", scale_rewards="none"),
+    "grpo-dapo-k3": dict(algo="grpo", loss_type="dapo", kl_loss_coef=0.04, beta=0.0),
+}
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_accumulation_invariance(tiny, tmp_path, name):
+    """Micro-batches of 4 vs 32 (one step's batch): the same update, two steps, reused batch.
+    (A length reward: with a reward that is 0 everywhere the gradient would be round-off, which
+    Adam scales up to lr-sized steps.)"""
+    kw = dict(VARIANTS[name], steps=2, num_epochs=2, rewards=("builtin:length",))
+    runs = {m: train(run_cfg(tiny, tmp_path / str(m), micro_batch_size=m, **kw)) for m in (4, 32)}
+    a, b = final_weights(runs[4]), final_weights(runs[32])
+    assert max((a[n] - b[n]).abs().max().item() for n in a) < 1e-2 * 3e-3   # 1% of lr (test_core)
+    before = load_file(os.path.join(tiny, "model.safetensors"))
+    assert max((a[n] - before[n]).abs().max().item() for n in a) > 1e-4     # and it did move
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_two_processes_match_one(tiny, tmp_path, name):
+    """torchrun --nproc_per_node 2 (gloo): the same update as one process (counts summed)."""
+    cfg = run_cfg(tiny, tmp_path / "one", steps=2, prompts_per_step=4, micro_batch_size=4,
+                  max_new_tokens=8, lr=1e-3, num_epochs=2, **VARIANTS[name])
+    one = train(cfg)
+    cfg_file = tmp_path / "cfg.yaml"
+    save_config(cfg, cfg_file)
+    cmd = [*torchrun(2), "-m", "scorealign.cli", "train", str(cfg_file), "--output_dir",
+           str(tmp_path / "two")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = final_weights(one), final_weights(tmp_path / "two")
+    assert max((a[n] - b[n]).abs().max().item() for n in a) < 1e-5
+    keys = ("reward/mean", "loss/policy", "clip_frac")
+    assert ([r[k] for r in metrics(one) for k in keys]
+            == pytest.approx([r[k] for r in metrics(tmp_path / "two") for k in keys], abs=1e-5))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["grpo"])
+def test_raises_toy_reward(tiny, tmp_path, algo):
+    """The toy task ("say yes"): 25 steps raise count('yes') from ~0."""
+    rows = metrics(train(run_cfg(tiny, tmp_path, algo=algo, steps=25)))
+    first = sum(r["reward/mean"] for r in rows[:5]) / 5
+    last = sum(r["reward/mean"] for r in rows[-5:]) / 5
+    assert first < 0.5 and last > first + 2.0, (first, last)
