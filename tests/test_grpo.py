@@ -191,6 +191,76 @@ def test_grpo_config_checks():
         TrainConfig(algo="grpo", scale_rewards="std")
 
 
+# --------------------------------------------------------------------------- REINFORCE++
+
+
+def test_reinforce_pp_returns_are_reward_to_go():
+    r = t([[0.1, -0.2, 3.0], [0.5, 2.0, 9.0]])
+    mask = t([[1, 1, 1], [1, 1, 0]])                               # row 2: one padding token
+    out = grpo.reinforce_pp_returns(r, mask)
+    assert out[0].tolist() == pytest.approx([2.9, 2.8, 3.0])
+    assert out[1].tolist() == pytest.approx([2.5, 2.0, 0.0])       # padding ignored, stays 0
+
+
+def test_masked_whiten_over_the_global_batch():
+    x, mask = t([[1.0, 3.0, 99.0], [5.0, 7.0, 9.0]]), t([[1, 1, 0], [1, 1, 1]])
+    w = grpo.masked_whiten(x, mask, eps=0.0)
+    vals = t([1.0, 3.0, 5.0, 7.0, 9.0])                            # masked: mean 5, var 8
+    expected = (vals - 5.0) / math.sqrt(8.0)
+    assert w[0, :2].tolist() + w[1].tolist() == pytest.approx(expected.tolist())
+    assert w[0, 2] == 0
+    # two 'processes' of one row each; global_sum adds what the other rank contributes to each
+    # all-reduce (round 1: (sum, count); round 2: squared deviations from the global mean)
+    ranks = [(x[i:i + 1], mask[i:i + 1]) for i in range(2)]
+    local = [torch.stack([(xx * mm).sum(), mm.sum()]) for xx, mm in ranks]
+    mean = (local[0] + local[1])[0] / (local[0] + local[1])[1]
+    sq = [((xx - mean).pow(2) * mm).sum() for xx, mm in ranks]
+    other = {0: [local[1], sq[1]], 1: [local[0], sq[0]]}
+    parts = [grpo.masked_whiten(xx, mm, lambda s, i=i: s + other[i].pop(0), eps=0.0)
+             for i, (xx, mm) in enumerate(ranks)]
+    assert torch.allclose(torch.cat(parts), w)
+
+
+def rpp_batch(scores, k):
+    return SimpleNamespace(scores=t(scores), k=k, logprobs=t([[-1.0, -2.0]] * len(scores)),
+                           ref_logprobs=t([[-1.5, -2.0]] * len(scores)),
+                           completion_mask=t([[1, 1]] * len(scores)),
+                           truncated=torch.zeros(len(scores), dtype=torch.bool))
+
+
+def test_reinforce_pp_advantages_hand_computed():
+    cfg = TrainConfig(algo="reinforce++", beta=0.1, k=2)
+    adv, returns = cfg.algorithm.token_advantages(rpp_batch([1.0, 3.0], 2), cfg)
+    # r_t = -0.1 * (0.5, 0) + score at the last token: row 1 (-0.05, 1), row 2 (-0.05, 3)
+    # returns: (0.95, 1), (2.95, 3); whitened over the 4 tokens: mean 1.975
+    g = t([0.95, 1.0, 2.95, 3.0])
+    expected = (g - g.mean()) / torch.sqrt(((g - g.mean()) ** 2).mean() + 1e-8)
+    assert returns is None and adv.flatten().tolist() == pytest.approx(expected.tolist())
+    base = TrainConfig(algo="reinforce++-baseline", beta=0.1, k=2)
+    adv_b, _ = base.algorithm.token_advantages(rpp_batch([1.0, 3.0, 5.0, 5.0], 2), base)
+    # scores minus group means: (-1, 1), (0, 0): returns (-1.05, -1), (0.95, 1), (-.05, 0), (-.05, 0)
+    g = t([-1.05, -1.0, 0.95, 1.0, -0.05, 0.0, -0.05, 0.0])
+    expected = (g - g.mean()) / torch.sqrt(((g - g.mean()) ** 2).mean() + 1e-8)
+    assert adv_b.flatten().tolist() == pytest.approx(expected.tolist())
+    with pytest.raises(ConfigError, match="k >= 2"):
+        TrainConfig(algo="reinforce++-baseline", k=1)
+    TrainConfig(algo="reinforce++", k=1)                           # no group needed
+
+
+def test_reinforce_pp_loss_is_the_clipped_token_loss_over_tokens():
+    """REINFORCE++'s loss is the GRPO family's clipped per-token loss, averaged over the tokens
+    of the batch (loss_type bnpo): TRL's bnpo formula with per-token advantages."""
+    cfg = TrainConfig(algo="reinforce++", max_new_tokens=MAX_LEN)
+    adv = t([[0.3, -0.2, 1.0], [0.5, 0.1, 0.0], [-1.0, 0.0, 0.0], [0.2, 0.2, -0.7]])
+    batch = fake_batch()
+    batch.advantages = adv
+    ours = our_loss(cfg, batch, t(LOGP), t(OLD))
+    ratio = torch.exp(t(LOGP) - t(OLD))
+    per_token = -torch.min(ratio * adv, ratio.clamp(0.8, 1.2) * adv)
+    expected = (per_token * t(MASK)).sum() / t(MASK).sum()
+    assert ours.item() == pytest.approx(expected.item(), rel=1e-12)
+
+
 # --------------------------------------------------------------------------- tiny-model runs
 
 
@@ -220,6 +290,8 @@ VARIANTS = {
     "grpo-bnpo": dict(algo="grpo", loss_type="bnpo"),
     "grpo-dr_grpo": dict(algo="grpo", loss_type="dr_grpo", scale_rewards="none"),
     "grpo-dapo-k3": dict(algo="grpo", loss_type="dapo", kl_loss_coef=0.04, beta=0.0),
+    "reinforce++": dict(algo="reinforce++"),
+    "reinforce++-baseline": dict(algo="reinforce++-baseline", kl_loss_coef=0.01),
 }
 
 
@@ -258,7 +330,7 @@ def test_two_processes_match_one(tiny, tmp_path, name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo", ["grpo"])
+@pytest.mark.parametrize("algo", ["grpo", "reinforce++", "reinforce++-baseline"])
 def test_raises_toy_reward(tiny, tmp_path, algo):
     """The toy task ("say yes"): 25 steps raise count('yes') from ~0."""
     rows = metrics(train(run_cfg(tiny, tmp_path, algo=algo, steps=25)))

@@ -71,6 +71,30 @@ def group_advantages(rewards, k, state, cfg):
     return grpo.grpo_advantages(rewards, k, cfg.scale_rewards), state
 
 
+def reinforce_pp_advantages(batch, cfg, global_sum=None, baseline: bool = False):
+    """REINFORCE++ (arXiv 2501.03262 §3), critic-free token-level advantages on this process's
+    rows, normalised over the GLOBAL batch: per-token rewards r_t = -beta * (log pi_old - log pi_ref)
+    (k1 at sampling time) plus r(x, y) at the last token (``losses.token_level_rewards``), their
+    return-to-go (gamma = 1, ``grpo.reinforce_pp_returns``), whitened over every loss token of
+    every process (``grpo.masked_whiten``). ``baseline`` (REINFORCE++-baseline, the paper's
+    group variant): r(x, y) minus the mean of its prompt's k scores first.
+    -> (advantages [b, C], None: no critic target)."""
+    scores = batch.scores                                                      # [b]
+    if baseline:
+        group = scores.view(-1, batch.k)
+        scores = (group - group.mean(1, keepdim=True)).view(-1)
+    mask = loss_mask(batch, cfg)
+    rewards = losses.token_level_rewards(scores, batch.logprobs, batch.ref_logprobs,
+                                         batch.completion_mask, cfg.beta)      # [b, C]
+    returns = grpo.reinforce_pp_returns(rewards, batch.completion_mask)        # [b, C]
+    return grpo.masked_whiten(returns, mask, global_sum), None
+
+
+def reinforce_pp_baseline_advantages(batch, cfg, global_sum=None):
+    """REINFORCE++-baseline: ``reinforce_pp_advantages`` with the group mean subtracted first."""
+    return reinforce_pp_advantages(batch, cfg, global_sum, baseline=True)
+
+
 def surrogate_loss(per_token, clipped, token_lp, old_lp, mb, cfg):
     """Add the k3 KL term (``kl_loss_coef``), aggregate by loss_type; per-item stats alike."""
     mask = loss_mask(mb, cfg)

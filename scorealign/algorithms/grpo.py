@@ -54,6 +54,31 @@ def k3_kl(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
     return torch.exp(d) - d - 1.0
 
 
+def reinforce_pp_returns(token_rewards: Tensor, mask: Tensor) -> Tensor:
+    """REINFORCE++ (arXiv 2501.03262 eq. 6) before normalisation, gamma = 1, no critic:
+
+      A_t = sum_{s >= t} r_s   (r_s = -beta * KL_s, plus r(x, y) at the last token:
+                                ``losses.token_level_rewards``)
+
+    the reward-to-go of every completion token. token_rewards, mask: [B, C] -> [B, C], 0 on padding.
+    """
+    r = token_rewards * mask
+    return (r.flip(-1).cumsum(-1).flip(-1)) * mask
+
+
+def masked_whiten(x: Tensor, mask: Tensor, global_sum=None, eps: float = 1e-8) -> Tensor:
+    """(x - mean) / sqrt(var + eps) over the masked entries of the GLOBAL batch (REINFORCE++'s
+    advantage normalisation, arXiv 2501.03262 eq. 7; OpenRLHF's masked variance, not Bessel-
+    corrected). ``global_sum(t)`` sums a tensor over processes (None: one process).
+    x, mask: [B, C] -> [B, C], 0 on padding."""
+    total = global_sum or (lambda t: t)
+    mask = mask.to(x.dtype)
+    stats = total(torch.stack([(x * mask).sum(), mask.sum()]))
+    mean = stats[0] / stats[1].clamp(min=1)
+    var = total(((x - mean).pow(2) * mask).sum()) / stats[1].clamp(min=1)
+    return (x - mean) * torch.rsqrt(var + eps) * mask
+
+
 def per_sequence_token_mean(per_token: Tensor, mask: Tensor) -> Tensor:
     """TRL's ``loss_type='grpo'`` item (GRPO eq. 3's 1/|o_i| sum_t): each sequence's mean over its
     completion tokens. per_token, mask: [B, C] -> [B] (0 for a row with no loss token); the loop
