@@ -151,6 +151,17 @@ def test_grpo_loss_equals_trl_formula(loss_type, kl_loss_coef):
         trl_accum.item(), rel=1e-12)
 
 
+def test_dapo_clip_higher_equals_trl_formula_and_is_the_default():
+    cfg = TrainConfig(algo="dapo", max_new_tokens=MAX_LEN)
+    logp = t(LOGP)
+    logp[0, 0] = -0.88                                  # ratio e^0.22 = 1.246 with A > 0: in (1.2, 1.28)
+    ours = our_loss(cfg, fake_batch(), logp, t(OLD))
+    expected = trl_loss("dapo", logp, t(OLD), t(REF), t(ADV), t(MASK), eps_high=0.28)
+    assert ours.item() == pytest.approx(expected.item(), rel=1e-12)
+    symmetric = trl_loss("dapo", logp, t(OLD), t(REF), t(ADV), t(MASK))
+    assert ours.item() != pytest.approx(symmetric.item(), rel=1e-6)      # the higher clip matters
+
+
 @pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
 def test_masking_truncated_rows_equals_trl_with_them_masked(loss_type):
     """mask_truncated_completions: TRL zeroes the truncated rows of completion_mask."""
@@ -290,6 +301,7 @@ VARIANTS = {
     "grpo-bnpo": dict(algo="grpo", loss_type="bnpo"),
     "grpo-dr_grpo": dict(algo="grpo", loss_type="dr_grpo", scale_rewards="none"),
     "grpo-dapo-k3": dict(algo="grpo", loss_type="dapo", kl_loss_coef=0.04, beta=0.0),
+    "dapo": dict(algo="dapo", overlong_buffer=4),
     "reinforce++": dict(algo="reinforce++"),
     "reinforce++-baseline": dict(algo="reinforce++-baseline", kl_loss_coef=0.01),
 }
@@ -329,11 +341,31 @@ def test_two_processes_match_one(tiny, tmp_path, name):
             == pytest.approx([r[k] for r in metrics(tmp_path / "two") for k in keys], abs=1e-5))
 
 
+# The papers' KL placement: GRPO's in the loss (k3, 0.04), DAPO none, REINFORCE++'s in the reward.
+# (KL in the reward with a group std division scales the KL noise of all-equal groups up to
+# advantages of +-1: GRPO with beta=0.02 in the reward reaches 1.7 in 40 steps, see docs.)
+TOY = {"grpo": dict(beta=0.0, kl_loss_coef=0.04), "dapo": dict(beta=0.0),
+       "reinforce++": {}, "reinforce++-baseline": {}}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("algo", ["grpo", "reinforce++", "reinforce++-baseline"])
+@pytest.mark.parametrize("algo", list(TOY))
 def test_raises_toy_reward(tiny, tmp_path, algo):
     """The toy task ("say yes"): 25 steps raise count('yes') from ~0."""
-    rows = metrics(train(run_cfg(tiny, tmp_path, algo=algo, steps=25)))
+    rows = metrics(train(run_cfg(tiny, tmp_path, algo=algo, steps=25, **TOY[algo])))
     first = sum(r["reward/mean"] for r in rows[:5]) / 5
     last = sum(r["reward/mean"] for r in rows[-5:]) / 5
     assert first < 0.5 and last > first + 2.0, (first, last)
+
+
+def test_dapo_dynamic_sampling_and_overlong_penalty_in_a_run(tiny, tmp_path):
+    """algo=dapo drops the groups of equal scores (logged as groups/dropped) and the overlong
+    penalty lowers the scores of completions that reach the buffer (reward/mean includes it)."""
+    kw = dict(algo="dapo", steps=2, rewards=("builtin:length",), max_new_tokens=8)
+    plain = metrics(train(run_cfg(tiny, tmp_path / "plain", **kw)))
+    assert all("groups/dropped" in r for r in plain)
+    shaped = metrics(train(run_cfg(tiny, tmp_path / "shaped", overlong_buffer=4,
+                                   overlong_penalty=100.0, **kw)))
+    assert shaped[0]["reward/mean"] < plain[0]["reward/mean"] - 1.0   # same samples, penalised
+    with pytest.raises(ConfigError, match="overlong_buffer"):
+        TrainConfig(algo="dapo", overlong_buffer=40, max_new_tokens=32)

@@ -321,6 +321,10 @@ ALGORITHMS: dict[str, Algorithm] = {
     # GRPO (arXiv 2402.03300): group-normalised advantages, token-level clipped ratio
     "grpo": Algorithm(advantages=group_policy.group_advantages, check=group_policy.check_group,
                       defaults={"loss_type": "grpo"}, **_GROUP),
+    # DAPO (arXiv 2503.14476): GRPO with clip-higher, token-level loss, dynamic sampling
+    "dapo": Algorithm(advantages=group_policy.group_advantages, check=group_policy.check_group,
+                      defaults={"loss_type": "dapo", "clip_eps_high": 0.28,
+                                "dynamic_sampling": True}, **_GROUP),
     # REINFORCE++ (arXiv 2501.03262): per-token KL in the reward, returns normalised globally
     "reinforce++": Algorithm(token_advantages=group_policy.reinforce_pp_advantages,
                              defaults={"loss_type": "bnpo"}, **_GROUP),
