@@ -87,10 +87,17 @@ MAX_LEN = 5
 
 
 def trl_loss(loss_type, logp, old, ref, adv, mask, eps_low=0.2, eps_high=0.2, beta=0.0,
-             max_completion_length=MAX_LEN, num_items_in_batch=None, num_processes=1):
+             max_completion_length=MAX_LEN, num_items_in_batch=None, num_processes=1,
+             importance_sampling_level="token"):
     """TRL's GRPOTrainer._compute_loss (trl/trainer/grpo_trainer.py; the same in TRL 0.19 to
-    1.x), written out for importance_sampling_level='token', one micro-batch:"""
-    coef_1 = torch.exp(logp - old)
+    1.x), written out for one micro-batch:"""
+    log_ratio = logp - old
+    if importance_sampling_level == "token":
+        log_importance_weights = log_ratio
+    else:  # "sequence" (GSPO)
+        log_importance_weights = (log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
+        log_importance_weights = log_importance_weights.unsqueeze(-1)
+    coef_1 = torch.exp(log_importance_weights)
     coef_2 = torch.clamp(coef_1, 1 - eps_low, 1 + eps_high)
     per_token_loss1 = coef_1 * adv.unsqueeze(1)
     per_token_loss2 = coef_2 * adv.unsqueeze(1)
@@ -160,6 +167,38 @@ def test_dapo_clip_higher_equals_trl_formula_and_is_the_default():
     assert ours.item() == pytest.approx(expected.item(), rel=1e-12)
     symmetric = trl_loss("dapo", logp, t(OLD), t(REF), t(ADV), t(MASK))
     assert ours.item() != pytest.approx(symmetric.item(), rel=1e-6)      # the higher clip matters
+
+
+@pytest.mark.parametrize("kl_loss_coef", [0.0, 0.04])
+def test_gspo_loss_equals_trl_sequence_level_formula(kl_loss_coef):
+    cfg = TrainConfig(algo="gspo", kl_loss_coef=kl_loss_coef, max_new_tokens=MAX_LEN)
+    logp = t(LOGP)
+    logp[1, 1] = -1.0004                                 # row 1: s = e^-0.0002, inside the clip
+    ours = our_loss(cfg, fake_batch(), logp, t(OLD))
+    expected = trl_loss("grpo", logp, t(OLD), t(REF), t(ADV), t(MASK), eps_low=3e-4,
+                        eps_high=4e-4, beta=kl_loss_coef, importance_sampling_level="sequence")
+    assert ours.item() == pytest.approx(expected.item(), rel=1e-12)
+
+
+def test_gspo_sequence_ratio_hand_computed_and_clip():
+    lp, old, mask = t([[-1.0, -2.0, -5.0]]), t([[-1.3, -2.3, 0.0]]), t([[1, 1, 0]])
+    assert grpo.sequence_log_ratio(lp, old, mask).item() == pytest.approx(0.3)  # (0.3 + 0.3) / 2
+    assert grpo.sequence_log_ratio(t([[-1.0]]), t([[-1.5]]), t([[1]])).item() == 0.5  # one token
+    cfg = TrainConfig(algo="gspo", max_new_tokens=MAX_LEN)
+    lp = t([[-1.0, -1.0], [-1.0, -1.0]]).requires_grad_()
+    old = t([[-1.0, -1.0], [-1.0005, -1.0001]])        # s = e^0.0003: inside 1 + 4e-4
+    batch = fake_batch(mask=[[1, 1], [1, 1]], truncated=(False, False), adv=[1.0, 1.0],
+                       ref=[[-1.0, -1.0]] * 2)
+    per_item, stats = cfg.algorithm.loss(lp, old, None, batch, cfg)
+    assert per_item[0].item() == pytest.approx(-1.0)                        # s = 1
+    assert per_item[1].item() == pytest.approx(-math.exp(3e-4))             # inside (1 + 4e-4)
+    old2 = t([[-1.0, -1.0], [-1.001, -1.001]])         # s = e^0.001 > 1 + 4e-4: clipped, A > 0
+    per_item, stats = cfg.algorithm.loss(lp, old2, None, batch, cfg)
+    assert per_item[1].item() == pytest.approx(-(1 + 4e-4)) and stats["clip_frac"][1] == 1.0
+    per_item.sum().backward()
+    assert lp.grad[1].abs().sum() == 0 and lp.grad[0].tolist() == pytest.approx([-0.5, -0.5])
+    with pytest.raises(ConfigError, match="loss_type"):
+        TrainConfig(algo="gspo", loss_type="dapo")
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
@@ -302,6 +341,7 @@ VARIANTS = {
     "grpo-dr_grpo": dict(algo="grpo", loss_type="dr_grpo", scale_rewards="none"),
     "grpo-dapo-k3": dict(algo="grpo", loss_type="dapo", kl_loss_coef=0.04, beta=0.0),
     "dapo": dict(algo="dapo", overlong_buffer=4),
+    "gspo": dict(algo="gspo"),
     "reinforce++": dict(algo="reinforce++"),
     "reinforce++-baseline": dict(algo="reinforce++-baseline", kl_loss_coef=0.01),
 }
@@ -345,6 +385,7 @@ def test_two_processes_match_one(tiny, tmp_path, name):
 # (KL in the reward with a group std division scales the KL noise of all-equal groups up to
 # advantages of +-1: GRPO with beta=0.02 in the reward reaches 1.7 in 40 steps, see docs.)
 TOY = {"grpo": dict(beta=0.0, kl_loss_coef=0.04), "dapo": dict(beta=0.0),
+       "gspo": dict(beta=0.0, kl_loss_coef=0.04),
        "reinforce++": {}, "reinforce++-baseline": {}}
 
 

@@ -122,6 +122,30 @@ def policy_loss(token_lp, old_lp, values, mb, cfg):
     return surrogate_loss(per_token, clipped, token_lp, old_lp, mb, cfg)
 
 
+def gspo_loss(token_lp, old_lp, values, mb, cfg):
+    """GSPO (arXiv 2507.18071 eq. 5), to minimise, per sequence:
+
+      -min(s_i * A_i, clip(s_i, 1 - eps_low, 1 + eps_high) * A_i),  s_i = exp(mean_t log pi/pi_old)
+
+    (``grpo.sequence_log_ratio``; the paper clips at 3e-4 / 4e-4), put on each token of y_i so
+    that loss_type grpo's per-sequence token mean returns it exactly, and the k3 KL term
+    (``kl_loss_coef``) adds per token as in TRL's importance_sampling_level='sequence'.
+    Used once (one epoch, one minibatch) s_i = 1 and the gradient is GRPO's."""
+    log_s = grpo.sequence_log_ratio(token_lp, old_lp, loss_mask(mb, cfg))[:, None]   # [m, 1]
+    log_s = log_s.expand_as(token_lp)
+    per_token, clipped = losses.clipped_surrogate_loss(
+        log_s, torch.zeros_like(log_s), mb.advantages[:, None].expand_as(token_lp), *clip_range(cfg))
+    return surrogate_loss(per_token, clipped, token_lp, old_lp, mb, cfg)
+
+
+def check_gspo(cfg) -> None:
+    """GSPO: groups of k >= 2, and its per-sequence aggregation (loss_type grpo)."""
+    check_group(cfg)
+    if loss_type(cfg) != "grpo":
+        raise ConfigError(f"loss_type={cfg.loss_type}: gspo's ratio is per sequence, so its loss "
+                          "is averaged over sequences (loss_type: grpo)")
+
+
 def check_group(cfg) -> None:
     """Group-relative advantages need k >= 2 samples per prompt."""
     if cfg.k < 2:

@@ -54,6 +54,15 @@ def k3_kl(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
     return torch.exp(d) - d - 1.0
 
 
+def sequence_log_ratio(logprobs: Tensor, old_logprobs: Tensor, mask: Tensor) -> Tensor:
+    """GSPO's length-normalised sequence log-ratio (arXiv 2507.18071 eq. 7):
+
+      log s_i = 1/|y_i| * sum_t [log pi(y_t|...) - log pi_old(y_t|...)],  s_i = (pi/pi_old)^(1/|y_i|)
+
+    [B, C] -> [B] (0 for an empty row)."""
+    return ((logprobs - old_logprobs) * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
 def reinforce_pp_returns(token_rewards: Tensor, mask: Tensor) -> Tensor:
     """REINFORCE++ (arXiv 2501.03262 eq. 6) before normalisation, gamma = 1, no critic:
 

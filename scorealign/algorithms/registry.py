@@ -325,6 +325,10 @@ ALGORITHMS: dict[str, Algorithm] = {
     "dapo": Algorithm(advantages=group_policy.group_advantages, check=group_policy.check_group,
                       defaults={"loss_type": "dapo", "clip_eps_high": 0.28,
                                 "dynamic_sampling": True}, **_GROUP),
+    # GSPO (arXiv 2507.18071): GRPO with a sequence-level, length-normalised ratio and its clip
+    "gspo": Algorithm(advantages=group_policy.group_advantages, check=group_policy.check_gspo,
+                      defaults={"loss_type": "grpo", "clip_eps_low": 3e-4, "clip_eps_high": 4e-4},
+                      **{**_GROUP, "loss": group_policy.gspo_loss}),
     # REINFORCE++ (arXiv 2501.03262): per-token KL in the reward, returns normalised globally
     "reinforce++": Algorithm(token_advantages=group_policy.reinforce_pp_advantages,
                              defaults={"loss_type": "bnpo"}, **_GROUP),
