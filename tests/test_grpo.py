@@ -118,9 +118,11 @@ def trl_loss(loss_type, logp, old, ref, adv, mask, eps_low=0.2, eps_high=0.2, be
     raise ValueError(loss_type)
 
 
-def fake_batch(mask=MASK, truncated=(False, False, False, True), adv=ADV, ref=REF):
+def fake_batch(mask=MASK, truncated=(False, False, False, True), adv=ADV, ref=REF, valid=None):
     return SimpleNamespace(completion_mask=t(mask), truncated=torch.tensor(truncated),
-                           advantages=t(adv), ref_logprobs=t(ref))
+                           advantages=t(adv), ref_logprobs=t(ref),
+                           valid=torch.ones(len(mask), dtype=torch.bool) if valid is None
+                           else torch.tensor(valid))
 
 
 def our_loss(cfg, batch, logp, old, parts=1):
@@ -213,6 +215,19 @@ def test_masking_truncated_rows_equals_trl_with_them_masked(loss_type):
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
+def test_rows_left_out_equal_trl_without_them(loss_type):
+    """Rows the loop left out (batch.valid False: dynamic sampling, skipped rewards) count for
+    nothing: the loss is TRL's on the other rows (their advantage is zeroed by the loop)."""
+    cfg = TrainConfig(algo="grpo", loss_type=loss_type, max_new_tokens=MAX_LEN)
+    adv = [0.8, 0.0, 1.5, -0.4]
+    ours = our_loss(cfg, fake_batch(adv=adv, valid=[True, False, True, True]), t(LOGP), t(OLD))
+    keep = [0, 2, 3]
+    expected = trl_loss(loss_type, t(LOGP)[keep], t(OLD)[keep], t(REF)[keep], t(adv)[keep],
+                        t(MASK)[keep])
+    assert ours.item() == pytest.approx(expected.item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
 def test_loss_types_split_over_micro_batches_and_processes(loss_type):
     """Uneven micro-batches (1 + 3 rows) and two 'processes' (rows 0-1, 2-3, counts summed) give
     the full batch's loss: the aggregation is 1 x 8 = 8 x 1 and 1 process = 2 processes."""
@@ -275,7 +290,7 @@ def rpp_batch(scores, k):
     return SimpleNamespace(scores=t(scores), k=k, logprobs=t([[-1.0, -2.0]] * len(scores)),
                            ref_logprobs=t([[-1.5, -2.0]] * len(scores)),
                            completion_mask=t([[1, 1]] * len(scores)),
-                           truncated=torch.zeros(len(scores), dtype=torch.bool))
+                           truncated=torch.zeros(len(scores), dtype=torch.bool), valid=None)
 
 
 def test_reinforce_pp_advantages_hand_computed():

@@ -93,16 +93,15 @@ def test_skipped_rewards_are_summed_over_processes_other_metrics_averaged():
     assert reduce_metrics(metrics, TwoProcesses()) == {"reward/mean": 0.5, "reward/skipped": 6.0}
 
 
-def test_dynamic_sampling_drops_equal_groups_unless_a_process_would_be_left_empty():
+def test_dynamic_sampling_zeroes_equal_groups_on_every_process():
     from scorealign.train.loop import dynamic_sampling
 
     scores = torch.tensor([1.0, 1.0, 0.0, 1.0, 2.0, 3.0, 5.0, 5.0])        # 4 groups of k=2
-    keep, dropped = dynamic_sampling(scores, None, 2, world=1)
-    assert keep.tolist() == [False, False, True, True, True, True, False, False] and dropped == 2
-    keep, dropped = dynamic_sampling(scores, None, 2, world=2)              # each rank keeps one
-    assert dropped == 2 and keep.view(2, -1).any(1).all()
-    raft = torch.tensor([True, False] * 4)
-    keep, _ = dynamic_sampling(scores, raft, 2, world=1)                    # and with a selection
-    assert keep.tolist() == [False, False, True, False, True, False, False, False]
-    flat = torch.tensor([1.0, 1.0, 0.0, 1.0, 2.0, 2.0, 5.0, 5.0])           # rank 1: none left
-    assert dynamic_sampling(flat, None, 2, world=2) == (None, 0.0)
+    ok, valid = torch.ones(8, dtype=torch.bool), torch.ones(4, dtype=torch.bool)
+    group_ok, valid_1, dropped = dynamic_sampling(scores, ok, valid, 2, world=2, rank=1)
+    assert group_ok.tolist() == [False, False, True, True, True, True, False, False]
+    assert valid_1.tolist() == [True, True, False, False] and dropped == 2
+    skipped = torch.tensor([True] * 4 + [False] * 4)                        # a skipped reward stays out
+    group_ok, valid_0, _ = dynamic_sampling(scores, skipped, torch.ones(8, dtype=torch.bool), 2, 1, 0)
+    assert group_ok.tolist() == [False, False, True, True, False, False, False, False]
+    assert valid_0.tolist() == [False, False, True, True, True, True, False, False]

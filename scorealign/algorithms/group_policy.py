@@ -14,16 +14,17 @@ import torch
 from ..errors import ConfigError
 from . import grpo, losses
 
-# This process's items among ``rows`` of the loss mask [b, C], per loss_type (the loop sums them over
-# processes). Micro-batches and processes only split the sums, so each keeps 1 x 8 = 8 x 1 and
-# 1 process = 2 processes. TRL instead divides its grpo, bnpo and dr_grpo losses per micro-batch
-# (then by the accumulation steps): the same value when micro-batches have equal sizes (grpo,
-# dr_grpo) or equal token counts (bnpo), and its dapo normaliser is this one.
+# This process's items among ``rows``, per loss_type, from the loss mask [b, C] and the rows in the
+# loss [b] (the loop sums them over processes). Micro-batches and processes only split the sums, so
+# each keeps 1 x 8 = 8 x 1 and 1 process = 2 processes. TRL instead divides its grpo, bnpo and
+# dr_grpo losses per micro-batch (then by the accumulation steps): the same value when micro-
+# batches have equal sizes (grpo, dr_grpo) or equal token counts (bnpo); its dapo normaliser is
+# this one.
 ITEMS = {
-    "grpo": lambda mask, rows, cfg: rows.numel(),                          # sequences
-    "bnpo": lambda mask, rows, cfg: mask[rows].sum().item(),               # the minibatch's tokens
-    "dr_grpo": lambda mask, rows, cfg: rows.numel() * cfg.max_new_tokens,  # B x max length
-    "dapo": lambda mask, rows, cfg: mask.sum().item() / cfg.num_minibatches,  # the step's tokens
+    "grpo": lambda mask, kept, rows, cfg: kept[rows].sum().item(),                # sequences
+    "bnpo": lambda mask, kept, rows, cfg: mask[rows].sum().item(),                # minibatch tokens
+    "dr_grpo": lambda mask, kept, rows, cfg: kept[rows].sum().item() * cfg.max_new_tokens,
+    "dapo": lambda mask, kept, rows, cfg: mask.sum().item() / cfg.num_minibatches,  # step's tokens
 }
 
 
@@ -37,16 +38,24 @@ def loss_unit(cfg) -> str:
     return "sequence" if loss_type(cfg) == "grpo" else "token"
 
 
+def rows_in_loss(batch) -> torch.Tensor:
+    """[b] bool: False for the rows of groups the loop left out (a skipped reward, or DAPO's
+    dynamic sampling: ``batch.valid``)."""
+    valid = batch.valid
+    return torch.ones_like(batch.truncated) if valid is None else valid
+
+
 def loss_mask(batch, cfg) -> torch.Tensor:
-    """The completion tokens in the loss [b, C]: all of them, or, with mask_truncated_completions,
-    those of completions that ended (DAPO's overlong filtering, arXiv 2503.14476 §3.4)."""
-    mask = batch.completion_mask
+    """The completion tokens in the loss [b, C]: those of the rows in the loss, and, with
+    mask_truncated_completions, only of completions that ended (DAPO's overlong filtering,
+    arXiv 2503.14476 §3.4; TRL still counts those rows as sequences in grpo and dr_grpo)."""
+    mask = batch.completion_mask * rows_in_loss(batch)[:, None]
     return mask * (~batch.truncated)[:, None] if cfg.mask_truncated_completions else mask
 
 
 def loss_items(batch, rows, cfg) -> float:
     """This process's items among ``rows`` for the loop's normaliser (``ITEMS``)."""
-    return ITEMS[loss_type(cfg)](loss_mask(batch, cfg), rows, cfg)
+    return ITEMS[loss_type(cfg)](loss_mask(batch, cfg), rows_in_loss(batch), rows, cfg)
 
 
 def clip_range(cfg) -> tuple[float | None, float | None]:

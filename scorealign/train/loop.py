@@ -169,10 +169,13 @@ def train_step(run: Run, step: int, state: dict, log: ProgressLog, evaluate) -> 
     if cfg.whiten_rewards:
         rewards = losses.whiten(rewards)
     group_ok = g_valid.view(-1, batch.k).all(1).repeat_interleave(batch.k)  # drop skipped groups
+    if run.algo.setting(cfg, "dynamic_sampling"):      # and DAPO's groups of equal scores
+        group_ok, batch.valid, rollout_stats["groups/dropped"] = dynamic_sampling(
+            g_scores, group_ok, batch.valid, batch.k, world, rank)
     # 3. Targets: sequence advantages on the global batch, then this process's slice (token
     #    level: per token on this process's rows, over the critic's values if any); then the
     #    algorithm's selection of rows (RAFT keeps the best).
-    batch, state, extra = targets(run, batch, rewards, group_ok, state, g_scores)
+    batch, state, extra = targets(run, batch, rewards, group_ok, state)
     # 4.-5. Loss and optimizer steps: num_epochs x num_minibatches over the batch.
     totals = optimise(run, batch, step)
     run.scheduler.step()
@@ -211,11 +214,10 @@ def restore(run: Run, ckpt: Path) -> tuple[dict, int]:
     return state, start
 
 
-def targets(run: Run, batch, rewards, group_ok, state: dict, scores):
+def targets(run: Run, batch, rewards, group_ok, state: dict):
     """Stage 3 from the global rewards [B]: this process's advantages, one per sequence [b] (token
     level: per token [b, C], over the critic's sampling-time values if the algorithm has one),
-    then the algorithm's selection of rows and dynamic sampling's (from the global scores [B]).
-    Returns (batch, algorithm state, extra metrics)."""
+    then the algorithm's selection of rows. Returns (batch, algorithm state, extra metrics)."""
     algo, cfg, extra = run.algo, run.cfg, {}
     world, rank = run.accelerator.num_processes, run.accelerator.process_index
     if algo.token_advantages is None:
@@ -229,25 +231,22 @@ def targets(run: Run, batch, rewards, group_ok, state: dict, scores):
         batch.advantages = advantages * group_ok.view(world, -1)[rank, :, None]
         if run.critic is not None:
             extra.update(run.critic.metrics(batch))
-    keep = algo.select(rewards, batch.k, cfg) if algo.select is not None else None  # [B] bool
-    if algo.setting(cfg, "dynamic_sampling"):
-        keep, extra["groups/dropped"] = dynamic_sampling(scores, keep, batch.k, world)
-    if keep is not None:
-        batch = batch.select(keep.view(world, -1)[rank].nonzero().squeeze(1))
+    if algo.select is not None:
+        keep = algo.select(rewards, batch.k, cfg).view(world, -1)[rank]          # [b] bool
+        batch = batch.select(keep.nonzero().squeeze(1))
     return batch, state, extra
 
 
-def dynamic_sampling(scores, keep, k: int, world: int):
-    """DAPO's dynamic sampling (arXiv 2503.14476 eq. 11), without refilling: the prompt groups
-    whose k scores [B] are all equal leave this step's loss (and its item counts). Deviation: DAPO
-    samples more prompts until the batch is full; here the step trains on fewer groups, and if a
-    process would be left with none (DDP needs a backward pass on each) nothing is dropped.
-    Returns (keep [B] bool or None, number of groups dropped)."""
+def dynamic_sampling(scores, group_ok, valid, k: int, world: int, rank: int):
+    """DAPO's dynamic sampling (arXiv 2503.14476 eq. 11) without refilling: the prompt groups whose
+    k scores [B] are all equal get zero advantage (``group_ok``) and leave the loss's item counts
+    (``valid`` [b] False: ``Algorithm.count`` of the GRPO family skips them). Deviation: DAPO
+    samples more prompts until the batch is full; here the step trains on fewer groups (rows stay
+    in place, so every process keeps its micro-batches and 1 process = 2 processes).
+    Returns (group_ok [B], valid [b], number of groups dropped)."""
     informative = losses.informative_groups(scores, k)                      # [B]
-    kept = informative if keep is None else keep & informative
-    if not kept.view(world, -1).any(1).all():
-        return keep, 0.0
-    return kept, float((~informative).sum().item() / k)
+    return (group_ok & informative, valid & informative.view(world, -1)[rank],
+            (~informative).sum() / k)
 
 
 def optimise(run: Run, batch, step: int) -> dict[str, float]:
@@ -269,8 +268,8 @@ def optimise(run: Run, batch, step: int) -> dict[str, float]:
             # 4. Loss: micro-batches sorted by length, summed, divided by the number of
             #    sequences or completion tokens in the minibatch over all processes.
             count = algo.count(batch, minibatch, cfg)
-            normaliser = accelerator.reduce(torch.tensor(float(count), device=device),
-                                            reduction="sum").item() / world
+            normaliser = max(accelerator.reduce(torch.tensor(float(count), device=device),
+                                                reduction="sum").item(), 1.0) / world  # >= 1 item
             micro = micro_batches(batch, minibatch, packed, cfg.micro_batch_size)
             for i, rows in enumerate(micro):
                 mb = batch.select(rows)
