@@ -407,8 +407,10 @@ TOY = {"grpo": dict(beta=0.0, kl_loss_coef=0.04), "dapo": dict(beta=0.0),
 @pytest.mark.slow
 @pytest.mark.parametrize("algo", list(TOY))
 def test_raises_toy_reward(tiny, tmp_path, algo):
-    """The toy task ("say yes"): 25 steps raise count('yes') from ~0."""
-    rows = metrics(train(run_cfg(tiny, tmp_path, algo=algo, steps=25, **TOY[algo])))
+    """The toy task ("say yes") with examples/rloo_toy.yaml's settings (40 steps of 16 prompts
+    x k=4, 16 new tokens): count('yes') rises from ~0."""
+    rows = metrics(train(run_cfg(tiny, tmp_path, algo=algo, steps=40, prompts_per_step=16,
+                                 max_new_tokens=16, **TOY[algo])))
     first = sum(r["reward/mean"] for r in rows[:5]) / 5
     last = sum(r["reward/mean"] for r in rows[-5:]) / 5
     assert first < 0.5 and last > first + 2.0, (first, last)
@@ -425,3 +427,13 @@ def test_dapo_dynamic_sampling_and_overlong_penalty_in_a_run(tiny, tmp_path):
     assert shaped[0]["reward/mean"] < plain[0]["reward/mean"] - 1.0   # same samples, penalised
     with pytest.raises(ConfigError, match="overlong_buffer"):
         TrainConfig(algo="dapo", overlong_buffer=40, max_new_tokens=32)
+
+
+def test_real_demo_offers_grpo_and_reinforce_pp():
+    from scorealign.recipes.real_demo import METHODS, RealDemoConfig
+
+    names = ("grpo-k4", "reinforce++", "reinforce++-baseline-k4")
+    assert RealDemoConfig(methods=names).methods == names
+    for name in names:                          # each spec is a valid loop config, 16 samples a step
+        cfg = TrainConfig(**{"beta": 0.05, **METHODS[name]}, micro_batch_size=8)
+        assert cfg.prompts_per_step * cfg.k == 16
