@@ -247,6 +247,14 @@ def test_loss_types_split_over_micro_batches_and_processes(loss_type):
     assert (sum(per_rank) / 2).item() == pytest.approx(full.item(), rel=1e-12)  # DDP's mean
 
 
+def test_family_keys_are_rejected_by_other_algorithms():
+    with pytest.raises(ConfigError, match="kl_loss_coef=0.04: read only by algo=grpo, dapo"):
+        TrainConfig(algo="rloo", kl_loss_coef=0.04)
+    with pytest.raises(ConfigError, match="loss_type=dapo"):
+        TrainConfig(algo="ppo", loss_type="dapo")
+    TrainConfig(algo="rloo", dynamic_sampling=True, overlong_buffer=4)   # the loop's: any algo
+
+
 def test_grpo_config_checks():
     with pytest.raises(ConfigError, match="k >= 2"):
         TrainConfig(algo="grpo", k=1)

@@ -28,6 +28,11 @@ ITEMS = {
 }
 
 
+# Config keys read only by these algorithms (any other rejects a non-default value).
+FAMILY_KEYS = ("loss_type", "scale_rewards", "kl_loss_coef", "clip_eps_low", "clip_eps_high",
+               "mask_truncated_completions")
+
+
 def loss_type(cfg) -> str:
     """``cfg.loss_type``, else the algorithm's paper default (grpo; dapo for algo=dapo)."""
     return cfg.algorithm.setting(cfg, "loss_type")

@@ -119,6 +119,13 @@ class Algorithm:
 def check_config(cfg) -> None:
     """The rules ``cfg.algo``'s entry sets on the config (``TrainConfig.__post_init__``)."""
     algo = ALGORITHMS[cfg.algo]
+    if algo.items is not group_policy.loss_items:        # keys only the GRPO family reads
+        for key in group_policy.FAMILY_KEYS:
+            if getattr(cfg, key) != cfg.__dataclass_fields__[key].default:
+                family = ", ".join(n for n, a in ALGORITHMS.items()
+                                   if a.items is group_policy.loss_items)
+                raise ConfigError(f"{key}={getattr(cfg, key)}: read only by algo={family} "
+                                  f"(not {cfg.algo})")
     if cfg.source != "online" and cfg.source not in algo.sources:
         offline = ", ".join(f"algo={name}" for name, a in ALGORITHMS.items() if a.sources)
         raise ConfigError(f"source={cfg.source}: only {offline} learns from offline or replayed "
