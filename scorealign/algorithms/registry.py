@@ -33,6 +33,10 @@ What the config and the batch sources read: ``data`` (what a batch holds), ``sou
 ``critic`` (a factory of extra trained models, ``critic.py``). Adding an algorithm = a few pure
 functions and one entry (and its tests / docs).
 
+The GRPO family (grpo, dapo, gspo) and REINFORCE++ share one clipped per-token loss and TRL's
+``loss_type`` counts (``group_policy.py``, math in ``grpo.py``); their entries differ in the
+advantage, the ratio and ``defaults``.
+
 CoPG, DPO, IPO and SFT need no advantage: their losses are built from the CURRENT log-ratios
 log pi/pi_ref (which is what lets CoPG learn from any scored samples without importance weights).
 For them ``advantages`` is a 0/1 row weight (0 for groups whose reward was skipped).
