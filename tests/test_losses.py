@@ -153,3 +153,21 @@ def test_ipo_averaged_differs_by_length_normalisation():
 def test_nll_loss_masks_prompt_padding():
     lp = torch.tensor([[-1.0, -2.0, -5.0]])
     assert losses.nll_loss(lp, torch.tensor([[1, 1, 0]])).tolist() == [[1.0, 2.0, 0.0]]
+
+
+# ---- DAPO's reward shaping and dynamic sampling (arXiv 2503.14476), used by the loop ---------
+
+
+def test_overlong_penalty_hand_computed():
+    lengths = torch.tensor([3, 6, 7, 8, 9])
+    # L_max = 8, L_cache = 2: 0 up to 6 tokens, then (6 - |y|) / 2, -1 beyond 8
+    pen = losses.overlong_penalty(lengths, max_length=8, buffer=2)
+    assert pen.tolist() == [0.0, 0.0, -0.5, -1.0, -1.0]
+    assert losses.overlong_penalty(lengths, 8, 2, penalty=0.5).tolist()[2] == -0.25
+
+
+def test_informative_groups_drop_all_equal_groups():
+    scores = torch.tensor([1.0, 1.0, 0.0, 1.0, 2.0, 2.0])
+    assert losses.informative_groups(scores, k=2).tolist() == [False, False, True, True,
+                                                                False, False]
+    assert losses.informative_groups(torch.tensor([0.5, 0.5, 0.5]), k=3).tolist() == [False] * 3

@@ -91,3 +91,17 @@ class TwoProcesses:
 def test_skipped_rewards_are_summed_over_processes_other_metrics_averaged():
     metrics = {"reward/mean": torch.tensor(0.5), "reward/skipped": torch.tensor(3.0)}
     assert reduce_metrics(metrics, TwoProcesses()) == {"reward/mean": 0.5, "reward/skipped": 6.0}
+
+
+def test_dynamic_sampling_zeroes_equal_groups_on_every_process():
+    from scorealign.train.loop import dynamic_sampling
+
+    scores = torch.tensor([1.0, 1.0, 0.0, 1.0, 2.0, 3.0, 5.0, 5.0])        # 4 groups of k=2
+    ok, valid = torch.ones(8, dtype=torch.bool), torch.ones(4, dtype=torch.bool)
+    group_ok, valid_1, dropped = dynamic_sampling(scores, ok, valid, 2, world=2, rank=1)
+    assert group_ok.tolist() == [False, False, True, True, True, True, False, False]
+    assert valid_1.tolist() == [True, True, False, False] and dropped == 2
+    skipped = torch.tensor([True] * 4 + [False] * 4)                        # a skipped reward stays out
+    group_ok, valid_0, _ = dynamic_sampling(scores, skipped, torch.ones(8, dtype=torch.bool), 2, 1, 0)
+    assert group_ok.tolist() == [False, False, True, True, False, False, False, False]
+    assert valid_0.tolist() == [False, False, True, True, True, True, False, False]

@@ -39,6 +39,29 @@ def kl_penalized_rewards(scores: Tensor, kl: Tensor, beta: float) -> Tensor:
     return (scores - beta * kl).detach()
 
 
+def overlong_penalty(lengths: Tensor, max_length: int, buffer: int, penalty: float = 1.0) -> Tensor:
+    """DAPO's soft overlong punishment (arXiv 2503.14476 eq. 13), added to the score:
+
+      R_length(y) = 0                                  |y| <= L_max - L_cache
+                  = ((L_max - L_cache) - |y|) / L_cache   L_max - L_cache < |y| <= L_max
+                  = -1                                 |y| > L_max
+
+    times ``penalty``, with L_max = ``max_length`` (max_new_tokens: a completion never exceeds it,
+    so the penalty reaches -penalty at the cut) and L_cache = ``buffer``. lengths: [B] -> [B].
+    """
+    start = max_length - buffer
+    over = (lengths.to(torch.float32) - start).clamp(min=0.0)
+    return -penalty * torch.where(lengths > max_length, torch.ones_like(over), over / buffer)
+
+
+def informative_groups(scores: Tensor, k: int) -> Tensor:
+    """DAPO's dynamic sampling filter (arXiv 2503.14476 eq. 11, 0 < |{correct}| < G): keep the
+    prompt groups whose k rewards are not all equal (a group of equal rewards has zero group-
+    relative advantage: no policy gradient). scores: [B] -> keep [B] bool, whole groups."""
+    r = scores.view(-1, k)                                                  # [prompts, k]
+    return (r != r[:, :1]).any(1).repeat_interleave(k)
+
+
 def whiten(x: Tensor, eps: float = 1e-8) -> Tensor:
     """(x - mean) / (std + eps) over the whole batch. Off by default; not in the paper."""
     return (x - x.mean()) / (x.std(unbiased=False) + eps)
@@ -251,11 +274,13 @@ def gae_advantages(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float =
 
 
 def clipped_surrogate_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor,
-                           clip_eps: float | None) -> tuple[Tensor, Tensor]:
+                           clip_eps: float | None, clip_eps_high: float | None = None
+                           ) -> tuple[Tensor, Tensor]:
     """PPO clipped surrogate (arXiv 1707.06347 eq. 7), to minimise:
 
-      -min(rho * A, clip(rho, 1-eps, 1+eps) * A),   rho = exp(log pi - log pi_old)
+      -min(rho * A, clip(rho, 1-eps, 1+eps_high) * A),   rho = exp(log pi - log pi_old)
 
+    eps_high = ``clip_eps_high`` (DAPO's clip-higher, arXiv 2503.14476 eq. 10), else eps.
     ``clip_eps=None``: no clipping, -rho * A (whose gradient at rho = 1 is the REINFORCE one).
     Works per token ([B, T]) or per sequence ([B]). Returns (loss, clipped indicator), the
     indicator being 1 where the clipped term is the minimum, i.e. the item gets no gradient.
@@ -265,7 +290,8 @@ def clipped_surrogate_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: T
     unclipped = ratio * advantages.detach()
     if clip_eps is None:
         return -unclipped, torch.zeros_like(unclipped)
-    clipped = ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * advantages.detach()
+    high = clip_eps if clip_eps_high is None else clip_eps_high
+    clipped = ratio.clamp(1.0 - clip_eps, 1.0 + high) * advantages.detach()
     active = clipped < unclipped
     return -torch.where(active, clipped, unclipped), active.to(unclipped.dtype)
 

@@ -4,10 +4,11 @@ What the loop (``train/loop.py``) calls, per rollout step (stage 3):
   advantages(rewards [B], k, state, cfg) -> (advantages [B], state)
       sequence level, on the GLOBAL batch (all processes; ``rewards`` = R = r - beta * KL);
       ``state`` is a small JSON dict saved in checkpoints.
-  token_advantages(batch, cfg) -> (advantages [b, C], returns [b, C] | None)
+  token_advantages(batch, cfg, global_sum) -> (advantages [b, C], returns [b, C] | None)
       replaces ``advantages``: per token, on this process's rows. With a ``critic`` the loop first
       sets ``batch.values`` (the critic's sampling-time values); without one (a critic-free
-      token-level method) ``batch.values`` is None.
+      token-level method) ``batch.values`` is None. ``global_sum(t)`` sums a tensor over all
+      processes (statistics over the GLOBAL batch, e.g. REINFORCE++'s normalisation).
   select(rewards [B], k, cfg) -> keep [B] bool                                  (RAFT)
       only the kept rows are trained on.
 and per micro-batch of each of the num_epochs x num_minibatches optimisation passes (stage 4):
@@ -19,12 +20,22 @@ and per micro-batch of each of the num_epochs x num_minibatches optimisation pas
       the batch is used once (one epoch, one minibatch): the ratio is then exactly 1 and its
       gradient exactly the on-policy one. ``values`` are the critic's V(x, y_<t) with grad, else None.
 The loop divides the summed per-item losses (and stats) by the number of items in the global
-minibatch (``losses.aggregate``).
+minibatch (``losses.aggregate``): ``count(batch, rows, cfg)`` counts this process's items among
+``rows`` (sequences or completion tokens by ``unit``; an ``items`` function replaces it, e.g. for
+TRL's ``dr_grpo`` and ``dapo`` normalisers), and the loop sums the counts over processes.
+
+``defaults`` holds the algorithm's paper values of the config keys that default to None
+(``setting(cfg, name)``: the config's value if set, else the algorithm's, e.g. DAPO's
+clip_eps_high = 0.28).
 
 What the config and the batch sources read: ``data`` (what a batch holds), ``sources`` (the other
 ``cfg.source`` values accepted), ``group_size(cfg)``, ``check(cfg)`` (per-algorithm config rules),
 ``critic`` (a factory of extra trained models, ``critic.py``). Adding an algorithm = a few pure
 functions and one entry (and its tests / docs).
+
+The GRPO family (grpo, dapo, gspo) and REINFORCE++ share one clipped per-token loss and TRL's
+``loss_type`` counts (``group_policy.py``, math in ``grpo.py``); their entries differ in the
+advantage, the ratio and ``defaults``.
 
 CoPG, DPO, IPO and SFT need no advantage: their losses are built from the CURRENT log-ratios
 log pi/pi_ref (which is what lets CoPG learn from any scored samples without importance weights).
@@ -39,7 +50,7 @@ from typing import Callable
 import torch
 
 from ..errors import ConfigError
-from . import losses
+from . import group_policy, losses
 from .critic import value_critic
 
 # What a step's batch holds (``data``, or the kind ``sources`` maps ``cfg.source`` to):
@@ -50,6 +61,10 @@ DATA_KINDS = (
     "pairs",           # a dataset of preference pairs: (chosen, rejected) groups of 2
     "demonstrations",  # a dataset of demonstrations: groups of 1
 )
+
+
+# How the GRPO family's per-token losses are aggregated, named as TRL names them (``loss_type``).
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 
 
 def _k(cfg) -> int:
@@ -64,8 +79,10 @@ def _no_check(cfg) -> None:
 class Algorithm:
     loss: Callable               # (token_lp [m, C], old_lp [m, C], values, mb, cfg) -> (loss, stats)
     advantages: Callable | None = None        # (rewards [B], k, state, cfg) -> (advantages [B], state)
-    token_advantages: Callable | None = None  # (batch, cfg) -> (adv [b, C], returns [b, C] | None)
-    unit: str = "sequence"       # the loss's item, also what it is averaged over: sequence | token
+    token_advantages: Callable | None = None  # (batch, cfg, global_sum) -> (adv [b, C], returns | None)
+    unit: str | Callable = "sequence"  # the loss's item, what it is averaged over: sequence | token (or cfg -> one)
+    items: Callable | None = None  # (batch, rows [n], cfg) -> this process's item count; default: by unit
+    defaults: dict = field(default_factory=dict)  # paper values of config keys left None (``setting``)
     data: str = "online"         # what a batch holds with the default cfg.source (DATA_KINDS)
     sources: dict = field(default_factory=dict)  # other cfg.source values -> the data they give
     group_size: Callable = _k    # cfg -> rows per prompt group (k; 2 for pairs; 1 for demonstrations)
@@ -80,6 +97,24 @@ class Algorithm:
         """What this run's batches hold: ``data``, or what ``sources`` maps ``cfg.source`` to."""
         return self.sources.get(cfg.source, self.data)
 
+    def loss_unit(self, cfg) -> str:
+        """The loss's item for ``cfg``: sequence | token."""
+        return self.unit(cfg) if callable(self.unit) else self.unit
+
+    def count(self, batch, rows, cfg) -> float:
+        """This process's items among ``rows`` of ``batch`` (the loop sums them over processes):
+        ``items`` if the entry has one, else its sequences or completion tokens."""
+        if self.items is not None:
+            return float(self.items(batch, rows, cfg))
+        if self.loss_unit(cfg) == "sequence":
+            return float(rows.numel())
+        return batch.completion_mask[rows].sum().item()
+
+    def setting(self, cfg, name: str):
+        """``cfg.<name>`` if set, else this algorithm's paper default (``defaults``), else None."""
+        value = getattr(cfg, name)
+        return self.defaults.get(name) if value is None else value
+
     def rows_trained(self, cfg, rows: int) -> int:
         """Rows trained on out of ``rows`` sampled per process and step (RAFT keeps the best)."""
         return rows // cfg.k * cfg.raft_top_m if self.select is not None else rows
@@ -88,6 +123,13 @@ class Algorithm:
 def check_config(cfg) -> None:
     """The rules ``cfg.algo``'s entry sets on the config (``TrainConfig.__post_init__``)."""
     algo = ALGORITHMS[cfg.algo]
+    if algo.items is not group_policy.loss_items:        # keys only the GRPO family reads
+        for key in group_policy.FAMILY_KEYS:
+            if getattr(cfg, key) != cfg.__dataclass_fields__[key].default:
+                family = ", ".join(n for n, a in ALGORITHMS.items()
+                                   if a.items is group_policy.loss_items)
+                raise ConfigError(f"{key}={getattr(cfg, key)}: read only by algo={family} "
+                                  f"(not {cfg.algo})")
     if cfg.source != "online" and cfg.source not in algo.sources:
         offline = ", ".join(f"algo={name}" for name, a in ALGORITHMS.items() if a.sources)
         raise ConfigError(f"source={cfg.source}: only {offline} learns from offline or replayed "
@@ -134,7 +176,7 @@ def _sequence_policy_gradient_loss(token_lp, old_lp, values, mb, cfg):
 # --- PPO, the RLHF baseline of 2402.14740 (arXiv 1707.06347, 2203.02155): token-level actions
 
 
-def _ppo_advantages(batch, cfg):
+def _ppo_advantages(batch, cfg, global_sum=None):
     """Per-token rewards (KL penalty per token, score at the last token), then GAE(gamma, lam)
     over the sampling-time values. -> (advantages [b, C], returns [b, C])."""
     rewards = losses.token_level_rewards(batch.scores, batch.logprobs, batch.ref_logprobs,
@@ -279,6 +321,10 @@ _PAIRS = dict(data="pairs", group_size=_pair, group_word="pairs", grouped=True)
 _DEMONSTRATIONS = dict(data="demonstrations", group_size=_one, group_word="examples",
                        unit="token", reference=False)
 
+# The GRPO family (group_policy.py): one per-token clipped loss, aggregated by loss_type.
+_GROUP = dict(loss=group_policy.policy_loss, unit=group_policy.loss_unit,
+              items=group_policy.loss_items)
+
 ALGORITHMS: dict[str, Algorithm] = {
     "pg": Algorithm(_sequence_policy_gradient_loss, _vanilla_pg),
     "reinforce": Algorithm(_sequence_policy_gradient_loss, _reinforce_baseline),
@@ -292,4 +338,21 @@ ALGORITHMS: dict[str, Algorithm] = {
     "dpo": Algorithm(_dpo_loss, _row_weights, **_PAIRS),
     "ipo": Algorithm(_ipo_loss, _row_weights, **_PAIRS),
     "sft": Algorithm(_sft_loss, _row_weights, **_DEMONSTRATIONS),
+    # GRPO (arXiv 2402.03300): group-normalised advantages, token-level clipped ratio
+    "grpo": Algorithm(advantages=group_policy.group_advantages, check=group_policy.check_group,
+                      defaults={"loss_type": "grpo"}, **_GROUP),
+    # DAPO (arXiv 2503.14476): GRPO with clip-higher, token-level loss, dynamic sampling
+    "dapo": Algorithm(advantages=group_policy.group_advantages, check=group_policy.check_group,
+                      defaults={"loss_type": "dapo", "clip_eps_high": 0.28,
+                                "dynamic_sampling": True}, **_GROUP),
+    # GSPO (arXiv 2507.18071): GRPO with a sequence-level, length-normalised ratio and its clip
+    "gspo": Algorithm(advantages=group_policy.group_advantages, check=group_policy.check_gspo,
+                      defaults={"loss_type": "grpo", "clip_eps_low": 3e-4, "clip_eps_high": 4e-4},
+                      **{**_GROUP, "loss": group_policy.gspo_loss}),
+    # REINFORCE++ (arXiv 2501.03262): per-token KL in the reward, returns normalised globally
+    "reinforce++": Algorithm(token_advantages=group_policy.reinforce_pp_advantages,
+                             defaults={"loss_type": "bnpo"}, **_GROUP),
+    "reinforce++-baseline": Algorithm(
+        token_advantages=group_policy.reinforce_pp_baseline_advantages,
+        check=group_policy.check_group, defaults={"loss_type": "bnpo"}, **_GROUP),
 }

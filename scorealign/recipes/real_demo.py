@@ -43,6 +43,11 @@ METHODS = {  # every method draws (or reads) 16 samples per step
     "copg-online": dict(algo="copg", k=2, prompts_per_step=8),
     "ipo": dict(algo="ipo", prompts_per_step=8),
     "raft-k4": dict(algo="raft", k=4, prompts_per_step=4, raft_top_m=1),
+    # GRPO with its paper's KL placement (k3 in the loss, 0.04; none in the reward), REINFORCE++
+    # with its (per-token KL in the reward, the demo's beta)
+    "grpo-k4": dict(algo="grpo", k=4, prompts_per_step=4, beta=0.0, kl_loss_coef=0.04),
+    "reinforce++": dict(algo="reinforce++", k=1, prompts_per_step=16),
+    "reinforce++-baseline-k4": dict(algo="reinforce++-baseline", k=4, prompts_per_step=4),
 }
 DEFAULT_METHODS = ("rloo-k4", "reinforce", "copg-offline", "dpo")
 OFFLINE = {"copg-offline": "scored.jsonl", "dpo": "pairs.jsonl", "ipo": "pairs.jsonl"}
@@ -56,7 +61,7 @@ class RealDemoConfig:
 
     quick: bool = False  # the small preset (fewer prompts and steps)
     model: str = "smollm2-135m"  # any local path, hub id or .gguf file of a chat model
-    methods: tuple[str, ...] = DEFAULT_METHODS  # alignment methods (pg, reinforce, rloo-k2, rloo-k4, raft-k4, ppo, copg-online, copg-offline, dpo, ipo)
+    methods: tuple[str, ...] = DEFAULT_METHODS  # alignment methods (pg, reinforce, rloo-k2, rloo-k4, raft-k4, ppo, copg-online, copg-offline, dpo, ipo, grpo-k4, reinforce++, reinforce++-baseline-k4)
     seed: int = 0  # task split, sampling: the same seed gives the same table
     lr: float = 2e-5  # alignment learning rate, every method
     beta: float = 0.05  # KL coefficient of every method (DPO: its beta; IPO: its tau)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ..algorithms.registry import ALGORITHMS, Algorithm, check_config
+from ..algorithms.registry import ALGORITHMS, LOSS_TYPES, Algorithm, check_config
 from ..core.config import DTYPE_CHOICES, Block, RewardBlock
 from ..errors import ConfigError
 from . import trl_names
@@ -56,6 +56,16 @@ class TrainConfig(RewardBlock, TrainModelsData):
     lam: float = 0.95  # ppo: GAE lambda (1 = Monte-Carlo returns minus the value baseline)
     value_clip_eps: float | None = None  # ppo: clip V to +- eps of its sampling-time value, in reward units (none: off)
     raft_top_m: int = 1  # raft: completions kept per prompt, best rewards first (ties: lowest index)
+    # --- GRPO family and REINFORCE++ (docs/algorithms.md); None: the algorithm's paper value
+    loss_type: str | None = None  # grpo family: grpo | bnpo | dr_grpo | dapo, as TRL names them (default: grpo; dapo for algo=dapo)
+    scale_rewards: str = "group"  # grpo family: divide A by the std of the group's rewards | the batch's | none (Dr. GRPO)
+    kl_loss_coef: float = 0.0  # KL(pi || pi_ref) in the loss, k3 estimator per token, times this (GRPO paper: 0.04 with beta: 0)
+    clip_eps_low: float | None = None  # grpo family, reinforce++: ratio clipped below at 1 - eps (default: clip_eps; gspo 3e-4)
+    clip_eps_high: float | None = None  # grpo family, reinforce++: ratio clipped above at 1 + eps (default: clip_eps; dapo 0.28; gspo 4e-4)
+    dynamic_sampling: bool | None = None  # drop prompt groups whose scores are all equal from the step (default: on for dapo)
+    overlong_buffer: int = 0  # DAPO's soft overlong penalty over the last N tokens before max_new_tokens (0: off)
+    overlong_penalty: float = 1.0  # the overlong penalty at max_new_tokens (DAPO: 1)
+    mask_truncated_completions: bool = False  # grpo family, reinforce++: completions cut at max_new_tokens leave the loss (DAPO)
     # --- sampling
     max_new_tokens: int = 32  # completion length limit
     temperature: float = 1.0  # sampling temperature (log-probs use logits / temperature too)
@@ -91,9 +101,11 @@ class TrainConfig(RewardBlock, TrainModelsData):
     def __post_init__(self):
         super().__post_init__()     # the shared blocks' checks (core.config.check_blocks)
         choices = {"algo": tuple(ALGORITHMS), "source": ("online", "offline", "mixed"),
-                   "lr_schedule": ("constant", "linear", "cosine"), "dtype": DTYPE_CHOICES}
+                   "lr_schedule": ("constant", "linear", "cosine"), "dtype": DTYPE_CHOICES,
+                   "loss_type": (None, *LOSS_TYPES), "scale_rewards": ("group", "batch", "none")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
+                allowed = [a for a in allowed if a is not None]
                 raise ConfigError(f"{key}={getattr(self, key)!r}: choose one of {', '.join(allowed)}")
         if not 0.0 <= self.replay_ratio < 1.0:
             raise ConfigError(f"replay_ratio={self.replay_ratio}: must be in [0, 1)")
@@ -107,7 +119,12 @@ class TrainConfig(RewardBlock, TrainModelsData):
                               "must be > 0 and top_p in (0, 1]")
         if self.lora_r < 0:
             raise ConfigError(f"lora_r={self.lora_r}: must be >= 0 (0 = full fine-tuning)")
-        for key in ("clip_eps", "value_clip_eps"):
+        if self.overlong_buffer and not 0 < self.overlong_buffer <= self.max_new_tokens:
+            raise ConfigError(f"overlong_buffer={self.overlong_buffer}: must be in "
+                              f"[0, max_new_tokens={self.max_new_tokens}]")
+        if self.kl_loss_coef < 0:
+            raise ConfigError(f"kl_loss_coef={self.kl_loss_coef}: must be >= 0")
+        for key in ("clip_eps", "value_clip_eps", "clip_eps_low", "clip_eps_high"):
             if getattr(self, key) is not None and getattr(self, key) <= 0:
                 raise ConfigError(f"{key}={getattr(self, key)}: must be > 0 (or none to disable)")
         for key in ("gamma", "lam"):

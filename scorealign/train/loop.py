@@ -158,6 +158,10 @@ def train_step(run: Run, step: int, state: dict, log: ProgressLog, evaluate) -> 
     # 2. Rewards on the global batch: skipped rewards filled with the mean, KL in the reward.
     kl = (losses.sequence_kl(batch.logprobs, batch.ref_logprobs, batch.completion_mask)
           if batch.logprobs is not None else torch.zeros(batch.size, device=device))  # [b]
+    if cfg.overlong_buffer:                                   # DAPO's soft overlong penalty
+        batch.scores = batch.scores + losses.overlong_penalty(
+            batch.completion_mask.sum(1), cfg.max_new_tokens, cfg.overlong_buffer,
+            cfg.overlong_penalty)
     g_scores, g_kl, g_valid = (accelerator.gather(t) for t in (batch.scores, kl, batch.valid))
     g_scores = torch.where(g_valid, g_scores, g_scores[g_valid].mean() if g_valid.any() else 0.0)
     batch.scores = g_scores.view(world, -1)[rank]                             # [b]
@@ -167,6 +171,9 @@ def train_step(run: Run, step: int, state: dict, log: ProgressLog, evaluate) -> 
     if cfg.whiten_rewards:
         rewards = losses.whiten(rewards)
     group_ok = g_valid.view(-1, batch.k).all(1).repeat_interleave(batch.k)  # drop skipped groups
+    if run.algo.setting(cfg, "dynamic_sampling"):      # and DAPO's groups of equal scores
+        group_ok, batch.valid, rollout_stats["groups/dropped"] = dynamic_sampling(
+            g_scores, group_ok, batch.valid, batch.k, world, rank)
     # 3. Targets: sequence advantages on the global batch, then this process's slice (token
     #    level: per token on this process's rows, over the critic's values if any); then the
     #    algorithm's selection of rows (RAFT keeps the best).
@@ -214,7 +221,8 @@ def targets(run: Run, batch, rewards, group_ok, state: dict):
     else:
         if run.critic is not None:
             batch.values = run.critic.rollout_values(batch, cfg.micro_batch_size)  # [b, C]
-        advantages, batch.returns = algo.token_advantages(batch, cfg)           # [b, C] each
+        global_sum = functools.partial(run.accelerator.reduce, reduction="sum")
+        advantages, batch.returns = algo.token_advantages(batch, cfg, global_sum)  # [b, C] each
         batch.advantages = advantages * group_ok.view(world, -1)[rank, :, None]
         if run.critic is not None:
             extra.update(run.critic.metrics(batch))
@@ -222,6 +230,18 @@ def targets(run: Run, batch, rewards, group_ok, state: dict):
         keep = algo.select(rewards, batch.k, cfg).view(world, -1)[rank]          # [b] bool
         batch = batch.select(keep.nonzero().squeeze(1))
     return batch, state, extra
+
+
+def dynamic_sampling(scores, group_ok, valid, k: int, world: int, rank: int):
+    """DAPO's dynamic sampling (arXiv 2503.14476 eq. 11) without refilling: the prompt groups whose
+    k scores [B] are all equal get zero advantage (``group_ok``) and leave the loss's item counts
+    (``valid`` [b] False: ``Algorithm.count`` of the GRPO family skips them). Deviation: DAPO
+    samples more prompts until the batch is full; here the step trains on fewer groups (rows stay
+    in place, so every process keeps its micro-batches and 1 process = 2 processes).
+    Returns (group_ok [B], valid [b], number of groups dropped)."""
+    informative = losses.informative_groups(scores, k)                      # [B]
+    return (group_ok & informative, valid & informative.view(world, -1)[rank],
+            (~informative).sum() / k)
 
 
 def optimise(run: Run, batch, step: int) -> dict[str, float]:
@@ -242,10 +262,9 @@ def optimise(run: Run, batch, step: int) -> dict[str, float]:
         for minibatch in minibatch_rows(batch.size, group, cfg, step, epoch):
             # 4. Loss: micro-batches sorted by length, summed, divided by the number of
             #    sequences or completion tokens in the minibatch over all processes.
-            count = (minibatch.numel() if algo.unit == "sequence"
-                     else batch.completion_mask[minibatch].sum().item())
-            normaliser = accelerator.reduce(torch.tensor(float(count), device=device),
-                                            reduction="sum").item() / world
+            count = algo.count(batch, minibatch, cfg)
+            normaliser = max(accelerator.reduce(torch.tensor(float(count), device=device),
+                                                reduction="sum").item(), 1.0) / world  # >= 1 item
             micro = micro_batches(batch, minibatch, packed, cfg.micro_batch_size)
             for i, rows in enumerate(micro):
                 mb = batch.select(rows)
