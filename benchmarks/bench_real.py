@@ -41,7 +41,11 @@ def variants(args, bf16_ok: bool, trl_ok: bool) -> dict:
     if not args.quick:
         out["scorealign fp32 LoRA r=8"] = ("", sys.executable,
                                            {"ours_extra": {"lora_r": 8, "lora_alpha": 16}})
-    return out
+        if bf16_ok:
+            out["scorealign bf16 LoRA r=8"] = ("", sys.executable, {
+                "precision": "bf16", "ours_extra": {"lora_r": 8, "lora_alpha": 16}})
+    return {name: v for name, v in out.items()
+            if not any(word in name for word in getattr(args, "skip", []))}
 
 
 def table(kind: str, args, path: str, bf16_ok: bool, trl_ok: bool) -> dict:

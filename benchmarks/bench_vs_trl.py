@@ -57,7 +57,8 @@ def run_worker(spec: dict, python: str, workdir: Path) -> dict:
     spec_file = Path(tempfile.mkstemp(dir=workdir, suffix=".json")[1])
     out_file = spec_file.with_suffix(".out.json")
     spec_file.write_text(json.dumps(spec))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(spec["threads"]),
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": str(spec["threads"]),
            "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run([python, str(HERE / "bench_workers.py"), str(spec_file), str(out_file)],
                           capture_output=True, text=True, env=env)
@@ -261,6 +262,8 @@ def real_model(args) -> dict:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="1M only, 4 steps, no LoRA/DPO/learning")
+    p.add_argument("--skip", nargs="*", default=[],
+                   help="--model: leave out the runs whose name contains one of these (e.g. LoRA)")
     p.add_argument("--model", help="a real model (alias such as smollm2-135m, or a folder): the "
                                    "real-model benchmark of bench_real.py instead of the toy sizes")
     p.add_argument("--steps", type=int, default=8, help="RLOO steps per throughput run")

@@ -31,7 +31,15 @@ def count_yes(prompts, completions, **_) -> list[float]:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size (Linux ru_maxrss is in KiB)."""
+    """This process's peak resident set size: VmHWM of /proc/self/status (this program's own
+    memory: ru_maxrss also counts the parent's at fork, and the driver holds torch and the
+    bandwidth probe's buffers); ru_maxrss (KiB) where /proc is absent."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
