@@ -137,6 +137,8 @@ def run_interleaved(jobs: dict, args) -> dict:
         for name, (spec, python, batch, label) in jobs.items():
             print(f"  {label} (run {r + 1}/{args.repeats}) ...", flush=True)
             results[name].append(summarise(run_worker(spec, python, args.workdir), batch))
+            with open(Path(args.workdir) / "runs.jsonl", "a") as f:   # each run as it ends
+                f.write(json.dumps({"label": label, "run": r, **results[name][-1]}) + "\n")
     return {name: median_run(rs) for name, rs in results.items()}
 
 

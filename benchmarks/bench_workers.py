@@ -278,7 +278,7 @@ def run_ours_dpo(spec: dict) -> dict:
                               prompts_per_step=spec["pairs_per_step"], steps=spec["steps"],
                               micro_batch_size=spec["micro_batch"], lr=spec["lr"],
                               seed=spec["seed"], output_dir=str(Path(out) / "run"),
-                              precision=spec.get("precision", "fp32"))
+                              precision=spec.get("precision", "fp32"), **spec.get("ours_extra", {}))
         except (ConfigError, TypeError) as e:
             return {"unavailable": f"scorealign DPO not available ({str(e)[:80]})"}
         t0 = time.perf_counter()
