@@ -46,7 +46,10 @@ def build_models(workdir: Path, sizes: list[str]) -> dict[str, str]:
 
 
 def has_trl(python: str) -> bool:
-    return subprocess.run([python, "-c", "import trl"], capture_output=True).returncode == 0
+    try:
+        return subprocess.run([python, "-c", "import trl"], capture_output=True).returncode == 0
+    except OSError:                                           # no such interpreter
+        return False
 
 
 def run_worker(spec: dict, python: str, workdir: Path) -> dict:
@@ -54,7 +57,8 @@ def run_worker(spec: dict, python: str, workdir: Path) -> dict:
     spec_file = Path(tempfile.mkstemp(dir=workdir, suffix=".json")[1])
     out_file = spec_file.with_suffix(".out.json")
     spec_file.write_text(json.dumps(spec))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(spec["threads"]),
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": str(spec["threads"]),
            "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run([python, str(HERE / "bench_workers.py"), str(spec_file), str(out_file)],
                           capture_output=True, text=True, env=env)
@@ -80,6 +84,10 @@ def summarise(r: dict, batch: int) -> dict:
         out["reward_last5"] = sum(last) / len(last)
     if r.get("sample_s"):                                     # spec "split": step_split.py
         out.update(split_times(r["step_s"], r["sample_s"]))
+    if r.get("stages"):                                       # spec "stages": bench_real.py
+        out["stages"] = r["stages"]
+    if r.get("reward"):
+        out["reward"] = r["reward"]
     return out
 
 
@@ -129,6 +137,8 @@ def run_interleaved(jobs: dict, args) -> dict:
         for name, (spec, python, batch, label) in jobs.items():
             print(f"  {label} (run {r + 1}/{args.repeats}) ...", flush=True)
             results[name].append(summarise(run_worker(spec, python, args.workdir), batch))
+            with open(Path(args.workdir) / "runs.jsonl", "a") as f:   # each run as it ends
+                f.write(json.dumps({"label": label, "run": r, **results[name][-1]}) + "\n")
     return {name: median_run(rs) for name, rs in results.items()}
 
 
@@ -236,9 +246,28 @@ def print_report(rloo: list[dict], learn: list[dict], dpo: list[dict]) -> None:
                   f"peak RSS ours/TRL {fmt(ratio(ours, trl, 'rss_mb'), '.2f')}")
 
 
+def real_model(args) -> dict:
+    """``--model``: bench_real.run_real (fewer steps under --quick), results also to --json."""
+    sys.path[:0] = [str(HERE), str(ROOT)]
+    from bench_real import run_real
+
+    if args.quick:
+        args.steps, args.only = min(args.steps, 2), ["rloo"]
+    trl_ok = has_trl(args.trl_python)
+    print(f"TRL: {'found in ' + args.trl_python if trl_ok else 'not installed (skipped)'}")
+    results = run_real(args, trl_ok)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return results
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="1M only, 4 steps, no LoRA/DPO/learning")
+    p.add_argument("--skip", nargs="*", default=[],
+                   help="--model: leave out the runs whose name contains one of these (e.g. LoRA)")
+    p.add_argument("--model", help="a real model (alias such as smollm2-135m, or a folder): the "
+                                   "real-model benchmark of bench_real.py instead of the toy sizes")
     p.add_argument("--steps", type=int, default=8, help="RLOO steps per throughput run")
     p.add_argument("--dpo-steps", type=int, default=24,
                    help="DPO steps per throughput run (a DPO step is ~4x shorter than an RLOO step: "
@@ -259,6 +288,8 @@ def main(argv=None) -> dict:
     if args.quick:
         args.steps = min(args.steps, 4)
     args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.model:
+        return real_model(args)
     sizes = ["1M"] if args.quick else args.sizes
     models = build_models(args.workdir, sorted(set(sizes) | ({"1M"} if "learning" in args.only else set())))
     trl_ok = has_trl(args.trl_python)

@@ -24,12 +24,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def count_yes(prompts, completions, **_) -> list[float]:
-    """The shared reward, identical for every library: whitespace-separated 'yes' in the completion."""
-    return [float(c.split().count("yes")) for c in completions]
+    """The shared reward, identical for every library: the words 'yes' in the completion (case and
+    punctuation ignored; a chat completion's messages' text)."""
+    texts = [c if isinstance(c, str) else " ".join(m["content"] for m in c) for c in completions]
+    return [float([w.strip(".,!?;:\"'").lower() for w in t.split()].count("yes")) for t in texts]
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size (Linux ru_maxrss is in KiB)."""
+    """This process's peak resident set size: VmHWM of /proc/self/status (this program's own
+    memory: ru_maxrss also counts the parent's at fork, and the driver holds torch and the
+    bandwidth probe's buffers); ru_maxrss (KiB) where /proc is absent."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -53,10 +63,56 @@ def time_calls(owner, name: str, sink: list) -> None:
     setattr(owner, name, timed)
 
 
-def prompts(spec: dict) -> list[str]:
+# Real-model prompts (chat messages, rendered by each library's chat template): questions a
+# chat model answers in a sentence, so the shared reward ("yes" count) has room to move.
+QUESTIONS = ["Is the sky blue?", "Can cats swim?", "Is water wet?", "Do fish sleep?",
+             "Is Paris in France?", "Can birds fly?", "Is ice cold?", "Do plants need light?",
+             "Is the sun a star?", "Can dogs smell fear?", "Is coffee a drink?", "Is snow white?",
+             "Do bees make honey?", "Is the moon round?", "Can robots think?", "Is math useful?"]
+
+
+def prompts(spec: dict) -> list:
+    """The toy prompts, or (``spec["chat"]``) user messages for a chat model."""
+    import random
+
     from scorealign.core.tiny import toy_prompts
 
-    return toy_prompts(256, spec["seed"])
+    if not spec.get("chat"):
+        return toy_prompts(256, spec["seed"])
+    rng = random.Random(spec["seed"])
+    out = [f"{q} Answer in one short sentence." for q in QUESTIONS for _ in range(16)]
+    rng.shuffle(out)
+    return [[{"role": "user", "content": text}] for text in out]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def instrument_stages(k: int, stages: dict) -> None:
+    """Time the sampler, its decode steps and the reference forward of each step (``stages``
+    lists), and record the token counts the FLOP model needs (``roofline.stage_flops``)."""
+    import scorealign.engine.generate as generate
+    import scorealign.engine.rollout as rollout
+    from scorealign.engine.decoder import LeanDecoder
+
+    time_calls(generate, "sample", stages.setdefault("sample_s", []))
+    time_calls(LeanDecoder, "step", stages.setdefault("decode_step_s", []))
+    reference = rollout.completion_logprobs
+
+    def timed_reference(model, p_ids, p_mask, c_ids, c_mask, *args, **kwargs):
+        t0 = time.perf_counter()
+        out = reference(model, p_ids, p_mask, c_ids, c_mask, *args, **kwargs)
+        stages.setdefault("reference_s", []).append(time.perf_counter() - t0)
+        B, C = c_ids.shape
+        prompt, completion = p_mask.sum().item() / k, c_mask.sum().item()
+        stages.setdefault("tokens", []).append(
+            {"prefill": prompt, "prefill_rows": B / k, "decode": B * (C - 1),
+             "forward": prompt + completion - B, "head": completion})
+        return out
+
+    rollout.completion_logprobs = timed_reference
 
 
 # ------------------------------------------------------------------------------------------------ RLOO
@@ -67,23 +123,28 @@ def run_ours(spec: dict) -> dict:
     from scorealign.rewards.sources import CallableReward
     from scorealign.train import TrainConfig, train
 
-    base_rss, sampling = rss_now_mb(), []
+    base_rss, sampling, stages = rss_now_mb(), [], {}
     if spec.get("split"):
         import scorealign.engine.generate
 
         time_calls(scorealign.engine.generate, "sample", sampling)
+    if spec.get("stages"):
+        instrument_stages(spec["k"], stages)
     with tempfile.TemporaryDirectory() as out:
-        cfg = TrainConfig(model=spec["model"], dataset="toy", algo="rloo", k=spec["k"],
+        data = (str(write_jsonl(Path(out) / "prompts.jsonl", [{"prompt": p} for p in prompts(spec)]))
+                if spec.get("chat") else "toy")
+        cfg = TrainConfig(model=spec["model"], dataset=data, algo="rloo", k=spec["k"],
                           beta=spec["beta"], max_new_tokens=spec["max_new"], steps=spec["steps"],
                           prompts_per_step=spec["prompts_per_step"], lr=spec["lr"],
-                          micro_batch_size=spec["micro_batch"], seed=spec["seed"], output_dir=out,
+                          micro_batch_size=spec["micro_batch"], seed=spec["seed"],
+                          output_dir=str(Path(out) / "run"), precision=spec.get("precision", "fp32"),
                           max_grad_norm=1.0, **spec.get("ours_extra", {}))
         run = train(cfg, reward=CallableReward(count_yes, name="count_yes"))
         rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     return {"step_s": [r["time/step_s"] for r in rows],
             "tokens": [r["completion_len"] * spec["prompts_per_step"] * spec["k"] for r in rows],
             "reward": [r["reward/mean"] for r in rows], "base_rss_mb": base_rss,
-            "sample_s": sampling}
+            "sample_s": sampling, "stages": stages}
 
 
 def run_trl(spec: dict) -> dict:
@@ -119,8 +180,8 @@ def run_trl(spec: dict) -> dict:
             max_completion_length=spec["max_new"], beta=spec["beta"], learning_rate=spec["lr"],
             max_steps=spec["steps"], lr_scheduler_type="constant", warmup_steps=0,
             weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch", seed=spec["seed"],
-            bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True,
-            disable_dropout=True, temperature=1.0, top_p=1.0, top_k=0, logging_steps=1,
+            bf16=spec.get("precision") == "bf16", fp16=False, gradient_checkpointing=False,
+            use_cpu=True, disable_dropout=True, temperature=1.0, top_p=1.0, top_k=0, logging_steps=1,
             save_strategy="no", report_to=[], log_completions=False, dataloader_num_workers=0,
             num_iterations=1, normalize_advantages=False)
         tok = AutoTokenizer.from_pretrained(spec["model"])
@@ -183,7 +244,7 @@ def run_floor(spec: dict) -> dict:
 # ------------------------------------------------------------------------------------------------ DPO
 
 
-def dpo_pairs(path: Path, n: int, seed: int) -> Path:
+def dpo_pairs(path: Path, n: int, seed: int, chat: bool = False) -> Path:
     """Synthetic preference pairs (JSONL prompt/chosen/rejected): chosen says 'yes' more often."""
     import random
 
@@ -191,6 +252,11 @@ def dpo_pairs(path: Path, n: int, seed: int) -> Path:
 
     rng = random.Random(seed)
     words = lambda m, w: " ".join(rng.choice(w) for _ in range(m))  # noqa: E731
+    if chat:                                      # a chat model: messages, answers in words
+        said = lambda yes: [{"role": "assistant", "content": ("Yes, " if yes else "No, ")  # noqa: E731
+                            + words(rng.randint(6, 14), TOY_WORDS)}]
+        return write_jsonl(path, [{"prompt": p, "chosen": said(True), "rejected": said(False)}
+                                  for p in prompts({"seed": seed, "chat": True})[:n]])
     with open(path, "w") as f:
         for p in prompts({"seed": seed})[:n]:
             m = rng.randint(6, 14)
@@ -206,12 +272,13 @@ def run_ours_dpo(spec: dict) -> dict:
 
     base_rss = rss_now_mb()
     with tempfile.TemporaryDirectory() as out:
-        data = dpo_pairs(Path(out) / "pairs.jsonl", 256, spec["seed"])
+        data = dpo_pairs(Path(out) / "pairs.jsonl", 256, spec["seed"], spec.get("chat", False))
         try:
             cfg = TrainConfig(model=spec["model"], dataset=str(data), algo="dpo", beta=spec["beta"],
                               prompts_per_step=spec["pairs_per_step"], steps=spec["steps"],
                               micro_batch_size=spec["micro_batch"], lr=spec["lr"],
-                              seed=spec["seed"], output_dir=str(Path(out) / "run"))
+                              seed=spec["seed"], output_dir=str(Path(out) / "run"),
+                              precision=spec.get("precision", "fp32"), **spec.get("ours_extra", {}))
         except (ConfigError, TypeError) as e:
             return {"unavailable": f"scorealign DPO not available ({str(e)[:80]})"}
         t0 = time.perf_counter()
@@ -240,13 +307,14 @@ def run_trl_dpo(spec: dict) -> dict:
 
     pairs_per_mb = spec["micro_batch"] // 2                      # TRL counts pairs, we count sequences
     with tempfile.TemporaryDirectory() as out:
-        data = load_dataset("json", data_files=str(dpo_pairs(Path(out) / "pairs.jsonl", 256,
-                                                              spec["seed"])), split="train")
+        pairs = dpo_pairs(Path(out) / "pairs.jsonl", 256, spec["seed"], spec.get("chat", False))
+        data = load_dataset("json", data_files=str(pairs), split="train")
         args = DPOConfig(
             output_dir=out, per_device_train_batch_size=pairs_per_mb,
             gradient_accumulation_steps=spec["pairs_per_step"] // pairs_per_mb, beta=spec["beta"],
             learning_rate=spec["lr"], max_steps=spec["steps"], lr_scheduler_type="constant",
-            weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch", seed=spec["seed"], bf16=False,
+            weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch", seed=spec["seed"],
+            bf16=spec.get("precision") == "bf16",
             fp16=False, gradient_checkpointing=False, use_cpu=True, logging_steps=1,
             save_strategy="no", report_to=[], dataloader_num_workers=0, max_length=None)
         tok = AutoTokenizer.from_pretrained(spec["model"])

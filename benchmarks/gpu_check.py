@@ -280,6 +280,28 @@ def check_lora(model: Path, out: Path, dtype: str, plan: Plan):
                 f"(must be 0); max |dw| {diff:.1e}; adapter saved {adapter}; finite {finite}")
 
 
+def check_mixed(model: Path, out: Path, plan: Plan, device):
+    """``precision: bf16`` over float32 weights (RLOO, 2 epochs: the reused batch's old log-probs
+    come from the training forward): weights stay float32 and change, metrics finite; where the
+    device has no native bf16 it is the float32 fallback (reported)."""
+    import torch
+
+    from scorealign.core.precision import compute_dtype
+    from scorealign.rewards import CallableReward
+    from scorealign.train import train
+
+    run = train(train_cfg(model, out, "float32", plan, precision="bf16", num_epochs=2),
+                reward=CallableReward(crc_reward, name="crc"))
+    final = weights(run / "final")
+    names, diff = changed(weights(model), final)
+    finite, steps = finite_metrics(run)
+    fp32 = all(w.dtype == torch.float32 for w in final.values())
+    ran = compute_dtype("bf16", device, announce=False)
+    return (bool(names) and finite and fp32 and steps == 2,
+            f"computed in {str(ran).removeprefix('torch.')}; weights float32 {fp32}; "
+            f"{len(names)} tensors changed (max |dw| {diff:.1e}); finite {finite}")
+
+
 def check_accelerate(model: Path, out: Path, dtype: str, plan: Plan, cpu: bool):
     cfg = out.with_suffix(".yaml")
     cfg.write_text(f"model: {model}\ndtype: {dtype}\ndataset: toy\nsteps: 2\n"
@@ -443,6 +465,8 @@ def run_dtype(table: Table, dtype: str, model: Path, out: Path, device, plan: Pl
         table.add("lora", dtype, None, "peft not installed")
     else:
         table.run("lora", dtype, check_lora, model, out / f"lora-{dtype}", dtype, plan)
+    if dtype == "float32":
+        table.run("precision bf16", dtype, check_mixed, model, out / "mixed", plan, device)
     table.run("accelerate", dtype, check_accelerate, model, out / f"accelerate-{dtype}", dtype,
               plan, cpu)
     table.run("resume", dtype, check_resume, model, out / f"resume-{dtype}", dtype, plan, device)

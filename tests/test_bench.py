@@ -82,3 +82,26 @@ def test_step_split_times_sampling_inside_a_real_step(tiny_model_dir, tmp_path):
     row = bench.split_times([9.0, 1.0, 3.0, 2.0], [5.0, 0.5, 1.0, 1.5])
     assert row == {"step_s": 2.0, "sample_s": 1.0, "rest_s": 0.5}   # rests 0.5, 2.0, 0.5
     assert bench.summarise(res, 8)["rest_s"] > 0                     # what step_split.py prints
+
+
+def test_real_model_quick_mode_reports_stages_against_the_machine(tiny_model_dir, tmp_path,
+                                                                  monkeypatch):
+    """``--model ... --quick`` (bench_real.py): chat prompts, our RLOO row with per-stage
+    GFLOP/s against the rates measured in the run, the decode step against the memory bound;
+    bf16 rows say why they did not run where the CPU has no native bf16."""
+    from scorealign.core import precision
+
+    monkeypatch.setattr(precision, "bf16_supported", lambda device: False)
+    bench = load("bench_vs_trl")
+    res = bench.main(["--model", tiny_model_dir("llama"), "--quick", "--threads", "1",
+                      "--workdir", str(tmp_path), "--trl-python", "/nonexistent/python"])
+    assert res["machine"]["fp32"] > 0 and res["machine"]["bw"] > 0
+    ours = res["rloo"]["scorealign fp32"]
+    assert "error" not in ours, ours
+    assert ours["step_s"] > 0 and ours["rss_mb"] > 0
+    assert "no native bf16" in res["rloo"]["scorealign bf16"]["unavailable"]
+    assert res["rloo"]["TRL fp32"] == {"unavailable": "trl not installed"}
+    stages = {r["stage"]: r for r in res["roofline"]}
+    assert set(stages) == {"sampling", "reference", "train", "decode step"}
+    assert all(stages[s]["gflops"] > 0 for s in ("sampling", "reference", "train"))
+    assert stages["decode step"]["x_bound"] > 0

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.memory import ensure_memory
+from ..core.precision import active_dtype
 from .llama import architecture_ok, head_dim, rms_norm, rotary_tables, rotate, unwrap
 from .tensors import prompt_groups
 
@@ -108,15 +109,19 @@ class Linear:
     ~170 MB, grew the heap and had to hand it back to the OS every step (page faults: ~10% of an
     RLOO step at 1M, see benchmarks/README.md). oneDNN's copy is the weight's size."""
 
-    def __init__(self, weight: Tensor, bias: Tensor | None, rows: int):
-        self.bias, self.out_features = bias, weight.shape[0]
+    def __init__(self, weight: Tensor, bias: Tensor | None, rows: int,
+                 dtype: torch.dtype | None = None):
+        dtype = dtype or weight.dtype                     # bf16 under autocast (``LeanDecoder``)
+        weight, bias = weight.to(dtype), None if bias is None else bias.to(dtype)
+        self.bias, self.out_features, self.dtype = bias, weight.shape[0], dtype
         self.packed = onednn_pack(weight, rows)
         self.weight_t = weight.t().contiguous() if self.packed is None else None   # [in, out]
 
     def __call__(self, x: Tensor) -> Tensor:
         if self.packed is not None:
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [None], "")
-        rows = x.reshape(-1, x.shape[-1])                                        # [B * T, in]
+            return torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), self.packed, self.bias,
+                                                      "none", [None], "")
+        rows = x.reshape(-1, x.shape[-1]).to(self.dtype)                         # [B * T, in]
         out = rows @ self.weight_t if self.bias is None else torch.addmm(self.bias, rows,
                                                                           self.weight_t)
         return out.view(*x.shape[:-1], self.out_features)                        # [B, T, out]
@@ -141,7 +146,11 @@ class LeanDecoder:
         B, P = prompt_mask.shape
         w = inner.embed_tokens.weight
         # Fused copies of the current weights (LoRA adapters folded in), rebuilt for every
-        # rollout: q/k/v in one matrix (the attention scale folded into q), gate/up in one.
+        # rollout: q/k/v in one matrix (the attention scale folded into q), gate/up in one; in
+        # autocast's dtype inside ``torch.autocast`` (``core.precision``: bf16 weight copies over
+        # float32 master weights), as are the KV cache and rotary tables. The residual stream
+        # stays in the weights' dtype, as in the training forward under autocast.
+        dt = self.dtype = active_dtype(w.device, w.dtype)
         self.qkv, self.o, self.gate_up, self.down = [], [], [], []
         q_rows = self.H * self.d
         for layer in inner.layers:
@@ -149,26 +158,26 @@ class LeanDecoder:
             weight, bias = _fuse(a.q_proj, a.k_proj, a.v_proj)
             weight = torch.cat([weight[:q_rows] * self.scale, weight[q_rows:]])
             bias = None if bias is None else torch.cat([bias[:q_rows] * self.scale, bias[q_rows:]])
-            self.qkv.append(Linear(weight, bias, B))
-            self.o.append(Linear(*_fuse(a.o_proj), B))
-            self.gate_up.append(Linear(*_fuse(m.gate_proj, m.up_proj), B))
-            self.down.append(Linear(*_fuse(m.down_proj), B))
-        self.head = Linear(*_fuse(model.lm_head), B)
+            self.qkv.append(Linear(weight, bias, B, dt))
+            self.o.append(Linear(*_fuse(a.o_proj), B, dt))
+            self.gate_up.append(Linear(*_fuse(m.gate_proj, m.up_proj), B, dt))
+            self.down.append(Linear(*_fuse(m.down_proj), B, dt))
+        self.head = Linear(*_fuse(model.lm_head), B, dt)
         n = len(inner.layers)
         per_row = ((2 * n * self.K * self.d + 2 * self.d + 2) * max_slots + 4 * cfg.vocab_size
                    ) * w.element_size() + 9 * max_slots      # caches, rotary, bias, logits, ids
         ensure_memory(2 * per_row * B, w.device,              # x2: the step's intermediates
                       f"sampling {B} sequences at once (KV cache, logits)")
-        self.k_cache = w.new_zeros(n, B, self.K, max_slots, self.d)           # [n, B, K, S, d]
+        self.k_cache = w.new_zeros(n, B, self.K, max_slots, self.d, dtype=dt)  # [n, B, K, S, d]
         self.v_cache = torch.zeros_like(self.k_cache)
         self.valid = torch.ones(B, max_slots, dtype=torch.bool, device=w.device)  # [B, S]
         self.valid[:, :P] = prompt_mask.bool()
         self.k_layers, self.v_layers = self.k_cache.unbind(0), self.v_cache.unbind(0)  # n x [B, K, S, d]
-        bias = torch.zeros(B, max_slots, dtype=w.dtype, device=w.device)
+        bias = torch.zeros(B, max_slots, dtype=dt, device=w.device)
         bias.masked_fill_(~self.valid, float("-inf"))
         self.bias = bias.repeat_interleave(self.K, 0)[:, None]               # [B * K, 1, S] additive
         cos, sin = rotary_tables(inner, w.new_zeros(1), positions)            # [B, S, d] each
-        self.cos, self.sin = cos.unsqueeze(1), sin.unsqueeze(1)               # [B, 1, S, d]
+        self.cos, self.sin = cos.unsqueeze(1).to(dt), sin.unsqueeze(1).to(dt)  # [B, 1, S, d]
 
     def prefill(self, prompt_ids: Tensor) -> Tensor:
         """prompt_ids [B, P] -> next-token logits [B, V] (at the last prompt position).

@@ -30,6 +30,7 @@ from itertools import pairwise
 import torch
 import torch.nn.functional as F
 
+from ..core.precision import active_dtype, autocast as precision_autocast
 from .llama import architecture_ok, head_dim, rms_norm, rotary_tables, rotate, unwrap
 from .tensors import logprobs_at, prompt_groups
 
@@ -106,7 +107,10 @@ def lean_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids
     (B, L), N = rows.shape, ids.shape[0]
     x = inner.embed_tokens(ids)                                                # [N, D]
     cos, sin = rotary_tables(inner, x, positions[None])                      # [1, N, d] each
-    cos, sin = cos[0, :, None], sin[0, :, None]                                # [N, 1, d]
+    # Under bf16 autocast (``core.precision``) the projections return bf16: q and k are rotated
+    # in bf16 as the sampler's decoder does; the residual stream x stays float32.
+    act = active_dtype(x.device, x.dtype)
+    cos, sin = cos[0, :, None].to(act), sin[0, :, None].to(act)                # [N, 1, d]
     slots = rows.flatten()                                                     # [B * L]
     for layer in inner.layers:
         a, mlp = layer.self_attn, layer.mlp
@@ -156,10 +160,16 @@ class ChunkedHeadLogprob(torch.autograd.Function):
             out[s:s + rows] = logprobs_at(logits, targets[s:s + rows])
         ctx.save_for_backward(h, weight, targets)
         ctx.temperature, ctx.rows = temperature, rows
+        ctx.autocast = active_dtype(h.device, torch.float32)       # the backward's products too
         return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
+        with precision_autocast(ctx.autocast, ctx.saved_tensors[0].device):
+            return ChunkedHeadLogprob.chunked_backward(ctx, grad)
+
+    @staticmethod
+    def chunked_backward(ctx, grad: Tensor):
         h, weight, targets = ctx.saved_tensors
         grad_h = torch.empty_like(h) if ctx.needs_input_grad[0] else None
         grad_w = (torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)

@@ -24,6 +24,7 @@ import torch
 from ..core import seeding
 from ..core.batch import Rollout, concat
 from ..core.models import model_device
+from ..core.precision import full_precision
 from ..data.formats import (
     group_by_prompt,
     load_preferences,
@@ -100,8 +101,9 @@ class OnlineSource:
                                  cfg.max_prompt_tokens, cfg.temperature, cfg.top_p)
         fields = {key: [self.rows[i].get(key) for i in idx for _ in range(k)]
                   for key in self.rows[0] if key != "prompt" and not key.startswith("_")}
-        batch.scores, batch.valid = score_batch(self.reward, batch.prompts, batch.completions,
-                                                fields, cfg.on_reward_error)
+        with full_precision(model_device(policy)):          # reward models: their own dtype
+            batch.scores, batch.valid = score_batch(self.reward, batch.prompts, batch.completions,
+                                                    fields, cfg.on_reward_error)
         batch.fresh = batch.size
         self.parts = reward_parts(self.reward, batch.size)
         return batch

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..algorithms.registry import ALGORITHMS, LOSS_TYPES, Algorithm, check_config
 from ..core.config import DTYPE_CHOICES, Block, RewardBlock
+from ..core.precision import PRECISIONS
 from ..errors import ConfigError
 from . import trl_names
 from .tracking import check_trackers
@@ -20,7 +21,8 @@ class TrainModelsData(Block):
     model: str = "tiny"  # policy: local path or hub id; 'tiny' builds a random tiny Llama in the run dir
     ref_model: str | None = None  # frozen reference pi_ref (default: the initial `model`)
     trust_remote_code: bool = False  # allow custom modelling code shipped with a model repo
-    dtype: str = "float32"  # float32 | bfloat16 | float16 (half precision needs a GPU)
+    dtype: str = "float32"  # weights: float32 | bfloat16 | float16 (pure half-precision weights and AdamW state; see precision)
+    precision: str = "fp32"  # arithmetic: fp32 | bf16 (bf16 rollout, reference and training forward over float32 weights and AdamW state, where the device has fast bf16, else fp32 with a note) | auto (bf16 only where fast)
     lora_r: int = 0  # LoRA rank (0: full fine-tuning); needs peft; pi_ref = the base weights, adapter off
     lora_alpha: float = 16.0  # LoRA alpha (update scale alpha / r)
     lora_dropout: float = 0.0  # dropout on the LoRA branch (0 keeps log-probs reproducible)
@@ -102,11 +104,16 @@ class TrainConfig(RewardBlock, TrainModelsData):
         super().__post_init__()     # the shared blocks' checks (core.config.check_blocks)
         choices = {"algo": tuple(ALGORITHMS), "source": ("online", "offline", "mixed"),
                    "lr_schedule": ("constant", "linear", "cosine"), "dtype": DTYPE_CHOICES,
-                   "loss_type": (None, *LOSS_TYPES), "scale_rewards": ("group", "batch", "none")}
+                   "loss_type": (None, *LOSS_TYPES), "scale_rewards": ("group", "batch", "none"),
+                   "precision": PRECISIONS}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 allowed = [a for a in allowed if a is not None]
                 raise ConfigError(f"{key}={getattr(self, key)!r}: choose one of {', '.join(allowed)}")
+        if self.precision != "fp32" and self.dtype != "float32":
+            raise ConfigError(f"precision={self.precision} computes in bf16 over float32 weights: "
+                              f"use dtype=float32 (dtype={self.dtype} holds the weights themselves "
+                              "in half precision)")
         if not 0.0 <= self.replay_ratio < 1.0:
             raise ConfigError(f"replay_ratio={self.replay_ratio}: must be in [0, 1)")
         for key in ("k", "steps", "prompts_per_step", "micro_batch_size", "max_new_tokens",

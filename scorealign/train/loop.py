@@ -14,8 +14,8 @@ Loss aggregation: the mean over the items of the GLOBAL minibatch, items being s
 completion tokens as the algorithm declares (``losses.aggregate``; token counts are summed over
 micro-batches and processes), so 1 x 8 accumulation, 8 x 1 and 2-process data parallel give the
 same update up to float round-off. Reusing a batch (num_epochs or num_minibatches > 1) weights
-the loss by the importance ratio against the sampling-time log-probs; used once, the ratio is
-exactly 1 and no forward pass is spent on "old" log-probs.
+the loss by the importance ratio against the sampling-time log-probs (bf16: the training forward's,
+``behaviour_logprobs``); used once, the ratio is exactly 1, no forward spent on "old" log-probs.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import torch
 from ..algorithms import losses
 from ..algorithms.critic import Critic
 from ..algorithms.registry import Algorithm
-from ..core import checkpoint, rundir, seeding
+from ..core import checkpoint, precision, rundir, seeding
 from ..core.config import save_config, to_dict
 from ..core.metrics import ProgressLog
 from ..core.models import build_accelerator, load_models
@@ -62,6 +62,7 @@ class Run:
     scheduler: object
     source: BatchSource
     tokenizer: object
+    compute: torch.dtype = torch.float32   # products' dtype (``core.precision``): bf16 or float32
 
     @property
     def trained(self) -> list[torch.nn.Module]:
@@ -143,8 +144,10 @@ def setup(cfg: TrainConfig, run_dir: Path, accelerator, ckpt, fresh, reward, eva
     policy, optimizer, *extra = accelerator.prepare(policy, optimizer, *trained[1:])
     if critic is not None:
         critic.model = extra[0]
+    compute = precision.compute_dtype(cfg.precision, accelerator.device,
+                                      announce=accelerator.is_main_process)
     return Run(cfg, algo, run_dir, accelerator, policy, critic, optimizer, scheduler, source,
-               tokenizer), evaluate
+               tokenizer, compute), evaluate
 
 
 def train_step(run: Run, step: int, state: dict, log: ProgressLog, evaluate) -> dict:
@@ -153,8 +156,9 @@ def train_step(run: Run, step: int, state: dict, log: ProgressLog, evaluate) -> 
     world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
     t0 = time.perf_counter()
     # 1. Batch: this process's prompt groups (never split over processes), scored: sampled
-    #    from the policy, read from a dataset, or both (``batches.py``).
-    batch = source.batch(accelerator.unwrap_model(run.policy), step, rank, world).to(device)
+    #    from the policy, read from a dataset, or both (``batches.py``), in the run's precision.
+    with precision.autocast(run.compute, device):
+        batch = source.batch(accelerator.unwrap_model(run.policy), step, rank, world).to(device)
     # 2. Rewards on the global batch: skipped rewards filled with the mean, KL in the reward.
     kl = (losses.sequence_kl(batch.logprobs, batch.ref_logprobs, batch.completion_mask)
           if batch.logprobs is not None else torch.zeros(batch.size, device=device))  # [b]
@@ -258,20 +262,26 @@ def optimise(run: Run, batch, step: int) -> dict[str, float]:
     packed = batch.k if whole_groups else group
     totals, n_updates = {}, cfg.num_epochs * cfg.num_minibatches
     reuse = n_updates > 1
+    plan = [[(minibatch, micro_batches(batch, minibatch, packed, cfg.micro_batch_size))
+             for minibatch in minibatch_rows(batch.size, group, cfg, step, epoch)]
+            for epoch in range(cfg.num_epochs)]
+    if reuse and batch.logprobs is not None and (run.compute != torch.float32
+                                                 or cfg.dtype != "float32"):
+        batch.logprobs = behaviour_logprobs(run, batch, [m for _, ms in plan[0] for m in ms])
     for epoch in range(cfg.num_epochs):
-        for minibatch in minibatch_rows(batch.size, group, cfg, step, epoch):
+        for minibatch, micro in plan[epoch]:
             # 4. Loss: micro-batches sorted by length, summed, divided by the number of
             #    sequences or completion tokens in the minibatch over all processes.
             count = algo.count(batch, minibatch, cfg)
             normaliser = max(accelerator.reduce(torch.tensor(float(count), device=device),
                                                 reduction="sum").item(), 1.0) / world  # >= 1 item
-            micro = micro_batches(batch, minibatch, packed, cfg.micro_batch_size)
             for i, rows in enumerate(micro):
                 mb = batch.select(rows)
                 with no_sync(accelerator, run.trained, sync=i == len(micro) - 1):
-                    token_lp = completion_logprobs(run.policy, mb.prompt_ids, mb.prompt_mask,
-                                                   mb.completion_ids, mb.completion_mask,
-                                                   cfg.temperature)            # [m, C]
+                    with precision.autocast(run.compute, device):
+                        token_lp = completion_logprobs(run.policy, mb.prompt_ids, mb.prompt_mask,
+                                                       mb.completion_ids, mb.completion_mask,
+                                                       cfg.temperature)        # [m, C]
                     old_lp = (mb.logprobs if reuse and mb.logprobs is not None
                               else token_lp.detach())                          # ratio 1 if used once
                     values = None if run.critic is None else run.critic.values(mb)  # [m, C]
@@ -288,6 +298,20 @@ def optimise(run: Run, batch, step: int) -> dict[str, float]:
             run.optimizer.zero_grad(set_to_none=True)
             totals["grad_norm"] = totals.get("grad_norm", 0.0) + float(grad_norm) / n_updates
     return totals
+
+
+def behaviour_logprobs(run: Run, batch, micro: list[torch.Tensor]) -> torch.Tensor:
+    """[b, C] "old" log-probs of a reused batch through the training forward (its precision,
+    the first pass's micro-batches ``micro``, no gradients) where the sampler's differ from it by
+    more than float32 round-off (bf16): the first update's importance ratio is then exactly 1."""
+    out = torch.zeros_like(batch.logprobs)
+    with torch.no_grad(), precision.autocast(run.compute, run.accelerator.device):
+        for rows in micro:
+            mb = batch.select(rows)
+            out[rows, :mb.completion_ids.shape[1]] = completion_logprobs(
+                run.policy, mb.prompt_ids, mb.prompt_mask, mb.completion_ids,
+                mb.completion_mask, run.cfg.temperature)                       # [m, C']
+    return out
 
 
 def adamw(params: list, cfg: TrainConfig) -> torch.optim.AdamW:

@@ -27,7 +27,7 @@ COMMON: dict[str, tuple[str | None, str]] = {
     "max_prompt_length": ("max_prompt_tokens", ""),
     "gradient_accumulation_steps": (None, "accumulation is derived: per-process batch / "
                                           "micro_batch_size"),
-    "bf16": (None, "use dtype: bfloat16"),
+    "bf16": (None, "use precision: bf16 (bf16 compute over float32 weights, as TRL's bf16: true)"),
     "fp16": (None, "use dtype: float16"),
     "use_peft": (None, "set lora_r > 0 (train) to train a LoRA adapter"),
     "warmup_ratio": (None, "use warmup_steps (a number of optimizer steps)"),
