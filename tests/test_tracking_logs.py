@@ -274,7 +274,7 @@ def test_trl_names_map_on_the_command_line_and_in_yaml(capsys, tmp_path, flag, v
 
 @pytest.mark.parametrize("flag, says", [
     ("num_train_epochs", "set steps"), ("per_device_train_batch_size", "prompts_per_step"),
-    ("gradient_accumulation_steps", "micro_batch_size"), ("bf16", "dtype: bfloat16"),
+    ("gradient_accumulation_steps", "micro_batch_size"), ("bf16", "precision: bf16"),
 ])
 def test_trl_names_without_an_equal_are_refused_naming_the_key(flag, says):
     with pytest.raises(ConfigError, match=f"--{flag}: TRL's {flag} .*{says}"):
