@@ -53,7 +53,7 @@ SMALL = {**SMOLLM2_135M, "hidden_size": 64, "intermediate_size": 128, "num_hidde
 # What the check imports (scorealign's run-time needs; not datasets, py3langid or gguf).
 REQUIRED = ("torch", "transformers", "accelerate", "safetensors", "tokenizers", "yaml", "rich",
             "numpy")
-ALGOS = ("rloo", "grpo", "copg", "dpo", "ppo")          # filtered by ALGORITHMS
+ALGOS = ("rloo", "grpo", "dapo", "gspo", "reinforce++", "copg", "dpo", "ppo")  # in ALGORITHMS
 # Max |log-prob difference| allowed between the lean paths and the transformers forward.
 TOLERANCE = {"float32": 2e-3, "bfloat16": 0.25}
 
@@ -297,9 +297,10 @@ def check_mixed(model: Path, out: Path, plan: Plan, device):
     finite, steps = finite_metrics(run)
     fp32 = all(w.dtype == torch.float32 for w in final.values())
     ran = compute_dtype("bf16", device, announce=False)
-    return (bool(names) and finite and fp32 and steps == 2,
+    # float32 master weights: every tensor moves (bfloat16 weights lose the RMSNorm updates)
+    return (len(names) == len(final) and finite and fp32 and steps == 2,
             f"computed in {str(ran).removeprefix('torch.')}; weights float32 {fp32}; "
-            f"{len(names)} tensors changed (max |dw| {diff:.1e}); finite {finite}")
+            f"{len(names)}/{len(final)} tensors changed (max |dw| {diff:.1e}); finite {finite}")
 
 
 def check_accelerate(model: Path, out: Path, dtype: str, plan: Plan, cpu: bool):
