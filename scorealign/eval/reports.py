@@ -90,7 +90,9 @@ def save_figure(fig, path: Path) -> None:
     """Save a matplotlib figure as PNG, atomically, and close it."""
     import io
 
+    import matplotlib.pyplot as plt
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    fig.clf()
+    plt.close(fig)             # clf() alone leaves it in pyplot's registry (20+ open figures)
     atomic_write_bytes(path, buf.getvalue())
