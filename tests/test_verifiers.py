@@ -216,6 +216,9 @@ def test_training_step_with_unit_tests_and_math(tiny_model_dir, tmp_path):
         cfg = load_config(TrainConfig, f"examples/verifiable/{name}.yaml",
                           {"model": tiny_model_dir("llama"), "steps": 1, "prompts_per_step": 2,
                            "k": 2, "micro_batch_size": 4, "max_new_tokens": 4, "eval_every": 0,
-                           "output_dir": str(tmp_path / name)})
-        row = json.loads((train(cfg) / "metrics.jsonl").read_text().splitlines()[0])
+                           "log_completions_every": 1, "output_dir": str(tmp_path / name)})
+        run = train(cfg)
+        row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
         assert row["reward/skipped"] == 0 and 0.0 <= row["reward/mean"] <= 1.0
+        logged = [json.loads(line) for line in (run / "completions.jsonl").read_text().splitlines()]
+        assert len(logged) == 4 and all(r["details"] for r in logged)   # why each row scored

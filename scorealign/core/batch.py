@@ -31,6 +31,7 @@ class Rollout:
     k: int                    # samples per prompt
     prompts: list = field(default_factory=list)       # B prompts (str or chat messages)
     completions: list = field(default_factory=list)   # B decoded completions (str)
+    details: list = field(default_factory=list)       # B reward details per row (verifiers'), or []
     scores: Tensor | None = None                      # [B] r(x, y) from the reward source
     valid: Tensor | None = None                       # [B] bool, False where the reward was skipped
     entropy: Tensor | None = None                     # [B] mean per-token entropy at sampling

@@ -36,7 +36,7 @@ from ..data.formats import (
 from ..data.readers import Row, row_location
 from ..engine.rollout import completion_logprobs, generate_rollout, pad_rows, pad_token_id
 from ..errors import DataError
-from ..rewards.sources import reward_parts, score_batch
+from ..rewards.sources import reward_details, reward_parts, score_batch
 
 Tensor = torch.Tensor
 
@@ -106,6 +106,8 @@ class OnlineSource:
                                                     fields, cfg.on_reward_error)
         batch.fresh = batch.size
         self.parts = reward_parts(self.reward, batch.size)
+        details = reward_details(self.reward) or []          # for completions.jsonl
+        batch.details = details if len(details) == batch.size else []
         return batch
 
     def prompt_rows(self) -> list[Row]:

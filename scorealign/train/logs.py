@@ -37,8 +37,9 @@ def reduce_metrics(metrics: dict, accelerator) -> dict[str, float]:
 
 def completion_rows(batch, source_scores: dict, accelerator, limit: int = 64) -> list[dict]:
     """The step's fresh completions, all processes (``gather_object``; call it on every
-    process): prompt, completion, each reward source's score, the summed reward, and the
-    advantage (mean over completion tokens for token-level algorithms). At most ``limit`` rows.
+    process): prompt, completion, each reward source's score, the summed reward, the
+    advantage (mean over completion tokens for token-level algorithms) and, where the reward
+    keeps them, its details (the verifiers' failure reasons). At most ``limit`` rows.
     Rows read from a dataset are not sampled completions: none."""
     from accelerate.utils import gather_object
 
@@ -54,6 +55,8 @@ def completion_rows(batch, source_scores: dict, accelerator, limit: int = 64) ->
                     if part.shape[0] == batch.size})     # not after a selection (RAFT)
         row["reward"] = float(batch.scores[i])
         row["advantage"] = float(adv[i]) if adv is not None and adv.shape[0] > i else None
+        if len(batch.details) > i and batch.details[i]:   # verifiers: failures, limits hit
+            row["details"] = batch.details[i]
         rows.append(row)
     return gather_object(rows)[:limit]
 
