@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess
@@ -12,8 +11,9 @@ import pytest
 import torch
 from multiproc import torchrun
 from safetensors.torch import load_file
+from toyruns import metrics, run_cfg
 
-from scorealign.algorithms import ALGORITHMS, grpo, losses
+from scorealign.algorithms import grpo, losses
 from scorealign.core.config import save_config
 from scorealign.core.tiny import build_tiny_model
 from scorealign.errors import ConfigError
@@ -340,17 +340,6 @@ def test_reinforce_pp_loss_is_the_clipped_token_loss_over_tokens():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny")))
-
-
-def run_cfg(tiny, out, **kw) -> TrainConfig:
-    base = dict(model=tiny, dataset="toy", rewards=("builtin:count:yes",), prompts_per_step=8,
-                k=4, micro_batch_size=16, max_new_tokens=12, lr=3e-3, beta=0.02,
-                output_dir=str(out))
-    return TrainConfig(**{**base, **kw})
-
-
-def metrics(run_dir) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def final_weights(run_dir) -> dict:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess
@@ -11,6 +10,7 @@ import pytest
 import torch
 from multiproc import torchrun
 from safetensors.torch import load_file
+from toyruns import metrics, run_cfg
 
 from scorealign.algorithms import ALGORITHMS, losses
 from scorealign.core.config import save_config
@@ -234,17 +234,6 @@ def test_raft_trains_on_argmax_and_its_loss_is_the_mean_token_nll(rollout):
 
 
 # --------------------------------------------------------------------------- training runs
-
-
-def run_cfg(tiny, out, **kw) -> TrainConfig:
-    base = dict(model=tiny, dataset="toy", rewards=("builtin:count:yes",), prompts_per_step=8,
-                k=4, micro_batch_size=16, max_new_tokens=12, lr=3e-3, beta=0.02,
-                output_dir=str(out))
-    return TrainConfig(**{**base, **kw})
-
-
-def metrics(run_dir) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def mean_reward(rows) -> float:
