@@ -57,10 +57,10 @@ def limit_reason(exc: BaseException, limits: dict) -> str | None:
     if isinstance(name, str) and any(name == h or name.startswith(h.rstrip("/") + "/")
                                      for h in hidden):
         return "hidden folder (the home and run directories are not visible in the sandbox)"
-    top = name.split("/")[2] if isinstance(name, str) and name.startswith("/tmp/") else ""
-    if code == errno.ENOENT and top and not os.path.exists(f"/tmp/{top}"):   # the host's /tmp
-        return ("hidden folder (the host's /tmp is not visible: the sandbox has a private /tmp, "
-                "and everything else is a read-only filesystem)")
+    if (code == errno.ENOENT and isinstance(name, str) and name.startswith("/tmp/")
+            and not name.startswith(os.getcwd().rstrip("/") + "/")):    # host /tmp: masked
+        return ("hidden folder (the host's /tmp is replaced by the sandbox's private /tmp; "
+                "everything else is a read-only filesystem)")
     reasons = {
         errno.EFBIG: f"file-size limit ({limits.get('file_mb')} MB per file)",
         errno.ENOSPC: f"disk limit (the private /tmp holds {limits.get('tmp_mb')} MB)",
