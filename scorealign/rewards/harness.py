@@ -57,10 +57,6 @@ def limit_reason(exc: BaseException, limits: dict) -> str | None:
     if isinstance(name, str) and any(name == h or name.startswith(h.rstrip("/") + "/")
                                      for h in hidden):
         return "hidden folder (the home and run directories are not visible in the sandbox)"
-    if (code == errno.ENOENT and isinstance(name, str) and name.startswith("/tmp/")
-            and not name.startswith(os.getcwd().rstrip("/") + "/")):    # host /tmp: masked
-        return ("hidden folder (the host's /tmp is replaced by the sandbox's private /tmp; "
-                "everything else is a read-only filesystem)")
     reasons = {
         errno.EFBIG: f"file-size limit ({limits.get('file_mb')} MB per file)",
         errno.ENOSPC: f"disk limit (the private /tmp holds {limits.get('tmp_mb')} MB)",
