@@ -114,7 +114,7 @@ def hostile(world) -> dict[str, tuple[str, str]]:
                           f"import os; os.makedirs({str(world['run'] / 'checkpoints')!r})",
                           r"read-only filesystem|hidden folder"),
         "write_beside": (f"open({str(world['beside'])!r}, 'w').write('pwned')",
-                         r"read-only filesystem"),
+                         r"read-only filesystem|hidden folder \(the host's /tmp"),
         "fill_disk": ("for i in range(10**6):\n"
                       f"    open(f'/tmp/fill-{MARK}-{{i}}', 'wb').write(b'x' * (1 << 20))",
                       r"disk limit \(the private /tmp holds \d+ MB\)"),

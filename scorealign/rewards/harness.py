@@ -57,6 +57,11 @@ def limit_reason(exc: BaseException, limits: dict) -> str | None:
     if isinstance(name, str) and any(name == h or name.startswith(h.rstrip("/") + "/")
                                      for h in hidden):
         return "hidden folder (the home and run directories are not visible in the sandbox)"
+    masked = [h for h in os.environ.get("SCOREALIGN_MASKED", "").split(os.pathsep) if h]
+    if code == errno.ENOENT and isinstance(name, str) and any(
+            name == h or name.startswith(h.rstrip("/") + "/") for h in masked):
+        return ("hidden folder (the host's /tmp, where this folder is, is replaced by the "
+                "sandbox's private /tmp)")
     reasons = {
         errno.EFBIG: f"file-size limit ({limits.get('file_mb')} MB per file)",
         errno.ENOSPC: f"disk limit (the private /tmp holds {limits.get('tmp_mb')} MB)",

@@ -156,6 +156,15 @@ def hidden_folders(hide: tuple[str, ...] = ()) -> str:
     return os.pathsep.join(str(p) for p in (_home(), *(Path(x).resolve() for x in hide)))
 
 
+def masked_folders() -> str:
+    """``SCOREALIGN_MASKED``: the caller's working directory when it lies under the host's /tmp,
+    which the private /tmp masks (a checkout or run there is not visible inside, so a file in it
+    is "not found" rather than read-only); empty otherwise. Only this path is told, not the
+    host's other /tmp entries."""
+    cwd = Path.cwd().resolve()
+    return str(cwd) if _inside(cwd, Path("/tmp")) and cwd != Path("/tmp") else ""
+
+
 def minimal_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment inside: nothing of the caller's but locale and path (no tokens, keys)."""
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp",
@@ -197,7 +206,8 @@ class ProcessTree:
         if isolate:
             wrap = bwrap_argv if backend() == "bwrap" else unshare_argv
             argv = wrap(argv, limits, readable, hide)
-            env = minimal_env({**(env or {}), "SCOREALIGN_HIDDEN": hidden_folders(hide)})
+            env = minimal_env({**(env or {}), "SCOREALIGN_HIDDEN": hidden_folders(hide),
+                               "SCOREALIGN_MASKED": masked_folders()})
         else:
             env = {**os.environ, **(env or {})}
         procs = os.open(self.cgroup / "cgroup.procs", os.O_WRONLY) if self.cgroup else None
