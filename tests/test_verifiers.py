@@ -162,7 +162,7 @@ def test_embedded_task_is_solvable_and_the_examples_are_in_sync(tmp_path):
     """Reference solutions pass every test of the code task; the math answers are the
     operations of their ids; examples/verifiable/ holds exactly what write_task writes."""
     from scorealign.data.formats import load_prompts
-    from scorealign.tasks.verifiable import code_rows, math_rows, write_task
+    from scorealign.tasks.verifiable import arith_rows, code_rows, math_rows, write_task
 
     train, held_out = code_rows()
     rows = train + held_out
@@ -176,13 +176,22 @@ def test_embedded_task_is_solvable_and_the_examples_are_in_sync(tmp_path):
     for r in train + held_out:
         expression = r["id"].split("/")[-1]
         assert str(eval(expression)) == r["answer"]
+    train, held_out = arith_rows()
+    assert (len(train), len(held_out)) == (520, 128)
+    problems = {split: {r["id"].split("/")[-1] for r in rows}
+                for split, rows in (("train", train), ("eval", held_out))}
+    assert not problems["train"] & problems["eval"] and len(problems["eval"]) == 32
+    for r in train + held_out:
+        expression = r["id"].split("/")[-1]
+        assert str(eval(expression)) == r["answer"] and expression.replace("*", " * ").replace(
+            "+", " + ") in r["prompt"][0]["content"]
     for path in write_task(tmp_path):
         example = Path("examples/verifiable") / path.name
         assert example.read_text() == path.read_text(), f"regenerate {example}"
         assert load_prompts(str(example))[0]["prompt"][0]["role"] == "user"
 
 
-@pytest.mark.parametrize("name", ["rloo_math", "rloo_code"])
+@pytest.mark.parametrize("name", ["rloo_math", "rloo_code", "rloo_arith"])
 def test_example_configs_parse(name):
     from scorealign.core.config import load_config
     from scorealign.train import TrainConfig
@@ -212,7 +221,7 @@ def test_training_step_with_unit_tests_and_math(tiny_model_dir, tmp_path):
     from scorealign.train import TrainConfig, train
 
     pytest.importorskip("math_verify")
-    for name in ("rloo_code", "rloo_math"):
+    for name in ("rloo_code", "rloo_math", "rloo_arith"):
         cfg = load_config(TrainConfig, f"examples/verifiable/{name}.yaml",
                           {"model": tiny_model_dir("llama"), "steps": 1, "prompts_per_step": 2,
                            "k": 2, "micro_batch_size": 4, "max_new_tokens": 4, "eval_every": 0,

@@ -1,12 +1,13 @@
 """Held-out pass rate of one or more models on a verifiable eval set, with 95% bootstrap CIs.
 
-    python examples/verifiable/pass_rate.py --models smollm2-135m runs/verifiable_math/final \\
-        --dataset examples/verifiable/math_eval.jsonl --reward builtin:math --k 8
+    python examples/verifiable/pass_rate.py --models smollm2-135m runs/verifiable_arith/final \\
+        --dataset examples/verifiable/arith_eval.jsonl --reward builtin:math --k 4
 
 Samples ``k`` completions per eval prompt from each model (same seeded uniforms for every
 model), scores them with ``--reward``, and prints per model the pass rate (mean reward) with a
 percentile-bootstrap 95% CI over prompts; with two models, the paired difference (second minus
-first) and its CI, resampling the same prompts for both.
+first) and its CI, resampling the same prompts for both; rows with a ``language`` column also get
+the pass rate per language.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from scorealign.core.io import atomic_write_text
 from scorealign.core.models import load_causal_lm, load_tokenizer, quiet_transformers
 from scorealign.data.formats import completion_text, load_prompts
 from scorealign.engine.generate import sample_rows
@@ -54,10 +56,10 @@ def per_prompt_rates(model_name: str, rows: list[dict], reward, args) -> np.ndar
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="+", required=True)
-    ap.add_argument("--dataset", default="examples/verifiable/math_eval.jsonl")
+    ap.add_argument("--dataset", default="examples/verifiable/arith_eval.jsonl")
     ap.add_argument("--reward", default="builtin:math")
-    ap.add_argument("--k", type=int, default=8)
-    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--k", type=int, default=4)
+    ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--dtype", default="float32")
@@ -72,9 +74,14 @@ def main() -> None:
         per = per_prompt_rates(name, rows, reward, args)
         rates.append(per)
         lo, hi = bootstrap_ci(per, n_boot=2000)
-        report[name] = {"pass_rate": float(per.mean()), "ci95": [lo, hi]}
+        languages = sorted({r.get("language") for r in rows} - {None})
+        by_language = {lang: float(per[[r.get("language") == lang for r in rows]].mean())
+                       for lang in languages}
+        report[name] = {"pass_rate": float(per.mean()), "ci95": [lo, hi],
+                        "by_language": by_language}
         print(f"{name}: pass rate {per.mean():.3f} [95% CI {lo:.3f}, {hi:.3f}] "
-              f"over {len(rows)} prompts x k={args.k}")
+              f"over {len(rows)} prompts x k={args.k}"
+              + "".join(f"; {lang} {v:.3f}" for lang, v in by_language.items()))
     if len(rates) == 2:
         diff = rates[1] - rates[0]
         lo, hi = bootstrap_ci(diff, n_boot=2000)
@@ -82,8 +89,7 @@ def main() -> None:
         print(f"difference ({args.models[1]} - {args.models[0]}): {diff.mean():+.3f} "
               f"[95% CI {lo:+.3f}, {hi:+.3f}] (paired bootstrap over prompts)")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        atomic_write_text(args.json, json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
-"""The embedded verifiable task: short Python functions with unit tests (``builtin:unit_tests``)
-and arithmetic word problems in English, French, Spanish and Russian (``builtin:math``).
+"""The embedded verifiable tasks: short Python functions with unit tests (``builtin:unit_tests``),
+arithmetic word problems and one-step sums and products, in English, French, Spanish and
+Russian (``builtin:math``).
 
 Rows are chat prompts (one user message) with a ``tests`` column (code) or an ``answer`` column
 (math) plus ``language`` and ``id``; train and eval rows never share a function or a pair of
-numbers. ``python -m scorealign.tasks.verifiable OUT_DIR`` writes ``code_train.jsonl``,
-``code_eval.jsonl``, ``math_train.jsonl`` and ``math_eval.jsonl`` (the files under
-``examples/verifiable/``). See ``docs/verifiable.md``.
+numbers. ``python -m scorealign.tasks.verifiable OUT_DIR`` writes
+``{code,math,arith}_{train,eval}.jsonl`` (the files under ``examples/verifiable/``).
+See ``docs/verifiable.md``.
 """
 
 from __future__ import annotations
@@ -103,6 +104,13 @@ MATH_SUFFIX = {"en": "Give the final answer as a number.",
                "ru": "Дай окончательный ответ числом."}
 OPERATIONS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 
+# single-step sums and products of one-digit numbers: the real embedded model starts near a
+# third right (so RLOO has something to raise); {a} {op} {b} as written, the answer is op(a, b)
+ARITH_TEMPLATES = {"en": "What is {a} {op} {b}? Reply with just the number.",
+                   "fr": "Combien font {a} {op} {b} ? Réponds seulement par le nombre.",
+                   "es": "¿Cuánto es {a} {op} {b}? Responde solo con el número.",
+                   "ru": "Сколько будет {a} {op} {b}? Ответь только числом."}
+
 
 def user(text: str) -> list[dict]:
     return [{"role": "user", "content": text}]
@@ -139,12 +147,27 @@ def math_rows(per_template: int = 6, eval_per_template: int = 2,
     return train, evaluation
 
 
+def arith_rows(n_eval: int = 32, seed: int = 0) -> tuple[list[Row], list[Row]]:
+    """(train, eval) one-step problems ``a + b`` and ``a * b`` (a, b in 1..9) in every
+    language; ``n_eval`` of the 162 problems are held out, in all four languages each."""
+    problems = [(a, op, b) for op in ("+", "*") for a in range(1, 10) for b in range(1, 10)]
+    random.Random(seed).shuffle(problems)
+    train, evaluation = [], []
+    for j, (a, op, b) in enumerate(problems):
+        for language, template in ARITH_TEMPLATES.items():
+            row = {"prompt": user(template.format(a=a, op=op, b=b)), "language": language,
+                   "answer": str(OPERATIONS[op](a, b)), "id": f"arith/{language}/{a}{op}{b}"}
+            (evaluation if j < n_eval else train).append(row)
+    return train, evaluation
+
+
 def write_task(out_dir: str | Path) -> list[Path]:
     """Write the four JSONL files into ``out_dir``; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for kind, (train, evaluation) in (("code", code_rows()), ("math", math_rows())):
+    tasks = (("code", code_rows()), ("math", math_rows()), ("arith", arith_rows()))
+    for kind, (train, evaluation) in tasks:
         for split, rows in (("train", train), ("eval", evaluation)):
             path = out / f"{kind}_{split}.jsonl"
             atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n"
