@@ -68,21 +68,42 @@ def table(kind: str, args, path: str, bf16_ok: bool, trl_ok: bool) -> dict:
     return {name: rows.get(name) or done[name] for name in names}
 
 
+# the learning check: RLOO on the embedded one-step arithmetic task (examples/verifiable/), the
+# reward scorealign's builtin:math in both libraries; the base model starts near a third right
+LEARN = dict(task="arith", lr=3e-5, max_new=24)
+
+
 def learning(args, path: str, trl_ok: bool) -> dict:
-    """Mean reward of the last 3 of ``--learn-steps`` RLOO steps, seeds 0..seeds-1, fp32."""
+    """Per library, per seed (0..seeds-1): the mean reward of the first and of the last 3 of
+    ``--learn-steps`` RLOO steps on the arith task, fp32."""
     out = {}
     for lib, worker, python in [("scorealign", "ours", sys.executable),
                                 ("TRL", "trl", args.trl_python)][:2 if trl_ok else 1]:
         vals = []
         for seed in range(args.seeds):
             print(f"  learning {lib} seed {seed} ...", flush=True)
-            spec = dict(RLOO, model=path, seed=seed, steps=args.learn_steps, threads=args.threads,
-                        worker=worker)
+            spec = dict(RLOO, **LEARN, model=path, seed=seed, steps=args.learn_steps,
+                        threads=args.threads, worker=worker)
             r = run_worker(spec, python, args.workdir)
             if r.get("reward"):
-                vals.append(statistics.mean(r["reward"][-3:]))
+                vals.append({"first": r["reward"][0], "last3": statistics.mean(r["reward"][-3:]),
+                             "step_s": statistics.median(r["step_s"][1:] or r["step_s"])})
         out[lib] = vals
     return out
+
+
+def t_interval(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """mean(a) - mean(b) and its Welch 95% interval."""
+    from scipy import stats
+
+    ma, mb = statistics.mean(a), statistics.mean(b)
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    se = (va + vb) ** 0.5
+    if se == 0:
+        return ma - mb, ma - mb, ma - mb
+    dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    h = stats.t.ppf(0.975, dof) * se
+    return ma - mb, ma - mb - h, ma - mb + h
 
 
 def roofline_rows(rloo: dict, dims: dict, rates: dict) -> list[dict]:
@@ -142,10 +163,19 @@ def print_real(results: dict) -> None:
             else:
                 print(f"| {r['run']} | {r['stage']} | {r['s']:.2f} | {r['gflops']:.1f} | "
                       f"{100 * r['of_rate']:.0f}% of {r['rate']} |")
-    for lib, vals in (results.get("learning") or {}).items():
-        spread = statistics.stdev(vals) if len(vals) > 1 else float("nan")
-        print(f"- learning {lib}: reward per seed {[round(v, 2) for v in vals]}; mean "
-              f"{statistics.mean(vals) if vals else float('nan'):.2f} +- {spread:.2f}")
+    learn = results.get("learning") or {}
+    for lib, vals in learn.items():
+        last = [v["last3"] for v in vals]
+        spread = statistics.stdev(last) if len(last) > 1 else float("nan")
+        print(f"- learning {lib} (arith task, builtin:math): reward at step 1 "
+              f"{[round(v['first'], 2) for v in vals]}, mean of the last 3 steps "
+              f"{[round(x, 2) for x in last]}; mean {statistics.mean(last):.3f} +- {spread:.3f} "
+              f"(sd over seeds); median {statistics.median(v['step_s'] for v in vals):.1f} s/step")
+    if len(learn) == 2 and all(len(v) > 1 for v in learn.values()):
+        (a, va), (b, vb) = learn.items()
+        d, lo, hi = t_interval([v["last3"] for v in va], [v["last3"] for v in vb])
+        print(f"- learning {a} - {b}: {d:+.3f} [95% Welch interval {lo:+.3f}, {hi:+.3f}] "
+              f"({'within noise' if lo <= 0 <= hi else 'separated'})")
 
 
 def run_real(args, trl_ok: bool) -> dict:

@@ -85,6 +85,33 @@ def prompts(spec: dict) -> list:
     return [[{"role": "user", "content": text}] for text in out]
 
 
+ARITH = Path(__file__).resolve().parents[1] / "examples" / "verifiable" / "arith_train.jsonl"
+
+
+def task_rows(spec: dict) -> list[dict]:
+    """Dataset rows: ``{"prompt": ...}`` of :func:`prompts`, or (``spec["task"] == "arith"``)
+    the embedded one-step arithmetic task's chat prompts with their ``answer``, shuffled."""
+    import random
+
+    if spec.get("task") != "arith":
+        return [{"prompt": p} for p in prompts(spec)]
+    rows = [json.loads(x) for x in ARITH.read_text().splitlines() if x.strip()]
+    random.Random(spec["seed"]).shuffle(rows)
+    return [{"prompt": r["prompt"], "answer": r["answer"]} for r in rows]
+
+
+def math_answer(prompts, completions, answer, **_) -> list[float]:
+    """The arith task's reward for both libraries: scorealign's ``builtin:math`` (math-verify)."""
+    from scorealign.rewards.verifiers import MathReward
+
+    texts = [c if isinstance(c, str) else " ".join(m["content"] for m in c) for c in completions]
+    return MathReward()(prompts, texts, answer=answer)
+
+
+def reward_of(spec: dict):
+    return math_answer if spec.get("task") == "arith" else count_yes
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -131,7 +158,7 @@ def run_ours(spec: dict) -> dict:
     if spec.get("stages"):
         instrument_stages(spec["k"], stages)
     with tempfile.TemporaryDirectory() as out:
-        data = (str(write_jsonl(Path(out) / "prompts.jsonl", [{"prompt": p} for p in prompts(spec)]))
+        data = (str(write_jsonl(Path(out) / "prompts.jsonl", task_rows(spec)))
                 if spec.get("chat") else "toy")
         cfg = TrainConfig(model=spec["model"], dataset=data, algo="rloo", k=spec["k"],
                           beta=spec["beta"], max_new_tokens=spec["max_new"], steps=spec["steps"],
@@ -139,7 +166,7 @@ def run_ours(spec: dict) -> dict:
                           micro_batch_size=spec["micro_batch"], seed=spec["seed"],
                           output_dir=str(Path(out) / "run"), precision=spec.get("precision", "fp32"),
                           max_grad_norm=1.0, **spec.get("ours_extra", {}))
-        run = train(cfg, reward=CallableReward(count_yes, name="count_yes"))
+        run = train(cfg, reward=CallableReward(reward_of(spec), name=reward_of(spec).__name__))
         rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     return {"step_s": [r["time/step_s"] for r in rows],
             "tokens": [r["completion_len"] * spec["prompts_per_step"] * spec["k"] for r in rows],
@@ -186,8 +213,8 @@ def run_trl(spec: dict) -> dict:
             num_iterations=1, normalize_advantages=False)
         tok = AutoTokenizer.from_pretrained(spec["model"])
         model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.float32)
-        data = Dataset.from_dict({"prompt": prompts(spec)})
-        trainer = RLOOTrainer(model=model, reward_funcs=count_yes, args=args, train_dataset=data,
+        data = Dataset.from_list(task_rows(spec))
+        trainer = RLOOTrainer(model=model, reward_funcs=reward_of(spec), args=args, train_dataset=data,
                               processing_class=tok, callbacks=[Timer()])
         trainer.train()
     return {"step_s": times,

@@ -105,3 +105,27 @@ def test_real_model_quick_mode_reports_stages_against_the_machine(tiny_model_dir
     assert set(stages) == {"sampling", "reference", "train", "decode step"}
     assert all(stages[s]["gflops"] > 0 for s in ("sampling", "reference", "train"))
     assert stages["decode step"]["x_bound"] > 0
+
+
+def test_learning_check_task_scores_the_arith_answers_alike_for_both_libraries(tiny_model_dir,
+                                                                               tmp_path,
+                                                                               monkeypatch):
+    """The learning check's task (bench_real.LEARN): the arith rows with their answers, scored by
+    builtin:math whether a library passes text or chat messages; our worker learns on it."""
+    pytest.importorskip("math_verify")
+    monkeypatch.syspath_prepend(str(BENCH))             # bench_real imports its siblings
+    workers, real = load("bench_workers"), load("bench_real")
+    rows = workers.task_rows({"task": "arith", "seed": 0})
+    assert len(rows) == 520 and all(set(r) == {"prompt", "answer"} for r in rows)
+    assert workers.reward_of({"task": "arith"}) is workers.math_answer
+    scores = workers.math_answer(["p"] * 3, ["3 * 3 = 9.", [{"role": "assistant", "content": "9"}],
+                                             "The answer is 8."], answer=["9", "9", "9"])
+    assert scores == [1.0, 1.0, 0.0]
+    d, lo, hi = real.t_interval([0.5, 0.6, 0.7], [0.4, 0.5, 0.6])
+    assert abs(d - 0.1) < 1e-12 and lo < 0 < hi
+    bench = load("bench_vs_trl")
+    spec = {**bench.RLOO, **real.LEARN, "model": tiny_model_dir("llama"), "seed": 0, "steps": 1,
+            "threads": 1, "worker": "ours", "prompts_per_step": 2, "micro_batch": 4, "max_new": 4,
+            "chat": True}
+    res = bench.run_worker(spec, sys.executable, tmp_path)
+    assert len(res["reward"]) == 1 and 0.0 <= res["reward"][0] <= 1.0
