@@ -45,6 +45,14 @@ def apply_limits(limits: dict) -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
+def _inside_any(name, variable: str) -> bool:
+    """``name`` (an error's file name) is one of the folders listed in ``variable`` (set by the
+    runner, ``isolation.py``) or inside one."""
+    folders = [h for h in os.environ.get(variable, "").split(os.pathsep) if h]
+    return isinstance(name, str) and any(name == h or name.startswith(h.rstrip("/") + "/")
+                                         for h in folders)
+
+
 def limit_reason(exc: BaseException, limits: dict) -> str | None:
     """The limit or isolation boundary that ``exc`` is the sign of, in words, or None."""
     if isinstance(exc, MemoryError):
@@ -53,13 +61,9 @@ def limit_reason(exc: BaseException, limits: dict) -> str | None:
         return "recursion limit"
     code = getattr(exc, "errno", None)
     name = getattr(exc, "filename", None)
-    hidden = [h for h in os.environ.get("SCOREALIGN_HIDDEN", "").split(os.pathsep) if h]
-    if isinstance(name, str) and any(name == h or name.startswith(h.rstrip("/") + "/")
-                                     for h in hidden):
+    if _inside_any(name, "SCOREALIGN_HIDDEN"):
         return "hidden folder (the home and run directories are not visible in the sandbox)"
-    masked = [h for h in os.environ.get("SCOREALIGN_MASKED", "").split(os.pathsep) if h]
-    if code == errno.ENOENT and isinstance(name, str) and any(
-            name == h or name.startswith(h.rstrip("/") + "/") for h in masked):
+    if code == errno.ENOENT and _inside_any(name, "SCOREALIGN_MASKED"):
         return ("hidden folder (the host's /tmp, where this folder is, is replaced by the "
                 "sandbox's private /tmp)")
     reasons = {

@@ -162,7 +162,7 @@ def arith_rows(n_eval: int = 32, seed: int = 0) -> tuple[list[Row], list[Row]]:
 
 
 def write_task(out_dir: str | Path) -> list[Path]:
-    """Write the four JSONL files into ``out_dir``; returns their paths."""
+    """Write the train and eval JSONL files of each task into ``out_dir``; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
