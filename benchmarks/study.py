@@ -17,7 +17,6 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # the study/ package beside this file
@@ -66,7 +65,7 @@ def spawn_workers(args: argparse.Namespace, argv: list[str]) -> None:
 def main(argv: list[str]) -> int:
     import torch
 
-    from study.report import record_invocation, write_report
+    from study.report import record_end, record_start, write_report
     from study.runner import work_loop
 
     args = parse(argv)
@@ -79,7 +78,7 @@ def main(argv: list[str]) -> int:
     print(f"[study] preset {args.preset}, results {args.results}: {budget}", flush=True)
     if args.budget:
         return 0
-    t0 = time.time()
+    index = None if args.report_only else record_start(args.results, argv)
     if not args.report_only and PRESETS[args.preset]["model"] != "tiny":
         from scorealign.core import gguf
 
@@ -90,7 +89,7 @@ def main(argv: list[str]) -> int:
         else:
             torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
             work_loop(args.results, args.preset, todo, 1)
-        record_invocation(args.results, argv, t0)
+        record_end(args.results, index)
     write_report(args.results, args.preset, todo, args.report, budget)
     print(f"[study] report: {args.report}", flush=True)
     return 0

@@ -38,7 +38,6 @@ def test_intervals_and_verdicts_by_hand():
     assert combine([REPRODUCED, NOT_REPRODUCED]) == NOT_REPRODUCED
     assert combine([REPRODUCED, REPRODUCED]) == REPRODUCED
     assert comparison([], [])["verdict"] == NO_RESULTS == combine([REPRODUCED, NO_RESULTS])
-    assert comparison([], [])["verdict"] == NO_RESULTS == combine([REPRODUCED, NO_RESULTS])
 
 
 def test_gold_reward_source_is_the_gold_judge():
@@ -110,3 +109,29 @@ def test_workers_claim_each_cell_once_and_take_over_dead_locks(tmp_path):
     assert claim(tmp_path, cell)
     (tmp_path / "locks" / "seed0" / "prep.lock").write_text("999999999")   # a dead worker's
     assert claim(tmp_path, cell)
+
+
+def test_an_interrupted_invocation_stays_on_record_with_its_wall_time(tmp_path):
+    """The study runs for hours: one killed midway (a session's end) keeps its line in the
+    report, its wall time counted to the last cell it finished, not lost and not invented."""
+    import os
+
+    load_cli()
+    from study.report import describe_invocations, record_end, record_start
+
+    first = record_start(tmp_path, ["--results", "r"])                  # never ends: killed
+    runs = json.loads((tmp_path / "runs.json").read_text())
+    runs[first]["t0"] -= 7200                                           # two hours ago
+    (tmp_path / "runs.json").write_text(json.dumps(runs))
+    cell = tmp_path / "cells" / "seed0" / "prep.json"
+    cell.parent.mkdir(parents=True)
+    cell.write_text("{}")
+    os.utime(cell, (runs[first]["t0"] + 600, runs[first]["t0"] + 600))  # finished 10 min in
+    second = record_start(tmp_path, ["--results", "r"])                 # the resumed run
+    record_end(tmp_path, second)
+    runs = json.loads((tmp_path / "runs.json").read_text())
+    line, total = describe_invocations(tmp_path, runs)
+    assert "interrupted, 10.0 min to its last finished cell" in line
+    assert line.count("`python benchmarks/study.py --results r`") == 2
+    assert runs[first]["wall_s"] is None and runs[second]["wall_s"] > 0
+    assert total == pytest.approx(600 + runs[second]["wall_s"])
