@@ -34,6 +34,7 @@ def test_intervals_and_verdicts_by_hand():
     assert comparison([0.60, 0.62, 0.61], 0.5)["verdict"] == REPRODUCED  # against a threshold
     assert comparison([0.6, 0.7], 0.5)["verdict"] == NOT_SEPARABLE      # t(1) = 12.7: wide
     assert comparison([0.9], [0.1])["verdict"] == NOT_SEPARABLE          # one seed: no interval
+    assert comparison([0.484, 0.484], 0.5)["verdict"] == NOT_SEPARABLE   # tied seeds: no spread
     assert combine([REPRODUCED, NOT_SEPARABLE]) == NOT_SEPARABLE
     assert combine([REPRODUCED, NOT_REPRODUCED]) == NOT_REPRODUCED
     assert combine([REPRODUCED, REPRODUCED]) == REPRODUCED

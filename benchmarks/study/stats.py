@@ -4,7 +4,8 @@ Interval over seeds: mean ± t_{0.975, n-1} · s / sqrt(n) (Student t; s the sam
 deviation over the n seeds). A comparison "a beats b" is judged on the paired per-seed
 differences d_s = m(a, s) − m(b, s) (the two runs share the seed's SFT start, data and
 evaluation draws): **reproduced** when the interval of mean d lies above 0, **not reproduced**
-when it lies below 0, **not separable at this scale** when it contains 0 (or n < 2); **no results yet** without a finished seed.
+when it lies below 0, **not separable at this scale** when it contains 0 (or n < 2, or the differences are equal on
+every seed, which estimates no spread); **no results yet** without a finished seed.
 A claim of several comparisons is reproduced when all are, not reproduced when any is, and not
 separable otherwise.
 """
@@ -56,8 +57,8 @@ def comparison(a: list[float], b: list[float] | float) -> dict:
     mean, half = mean_ci(diffs)
     if not diffs:
         verdict = NO_RESULTS
-    elif half is None:
-        verdict = NOT_SEPARABLE
+    elif half is None or half == 0.0:    # equal differences on every seed (ties of a
+        verdict = NOT_SEPARABLE          # win-rate count): no estimate of the spread
     elif mean - half > 0:
         verdict = REPRODUCED
     elif mean + half < 0:
