@@ -29,25 +29,29 @@ COLUMNS = [("win vs SFT", "win_vs_sft"), ("gold", "gold"), ("KL to start", "kl")
            ("in-language", "in_language")]
 
 
+def load_runs(root: Path) -> list[dict]:
+    """The invocations on record in ``RESULTS/runs.json`` (none yet: [])."""
+    path = root / "runs.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
 def record_start(root: Path, argv: list[str]) -> int:
     """Append this invocation (command, machine, load) to ``RESULTS/runs.json`` before it runs,
     so that one killed midway is still on record; returns its index for :func:`record_end`."""
-    path = root / "runs.json"
-    runs = json.loads(path.read_text()) if path.exists() else []
+    runs = load_runs(root)
     runs.append({"command": " ".join(["python benchmarks/study.py", *argv]),
                  "start": time.strftime("%Y-%m-%d %H:%M UTC"), "t0": time.time(),
                  "wall_s": None, "machine": machine(), "load_avg": os.getloadavg()})
     root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(runs, indent=1))
+    atomic_write_text(root / "runs.json", json.dumps(runs, indent=1))
     return len(runs) - 1
 
 
 def record_end(root: Path, index: int) -> None:
     """Its wall time, once it finished (an invocation without one was interrupted)."""
-    path = root / "runs.json"
-    runs = json.loads(path.read_text())
+    runs = load_runs(root)
     runs[index]["wall_s"] = time.time() - runs[index]["t0"]
-    atomic_write_text(path, json.dumps(runs, indent=1))
+    atomic_write_text(root / "runs.json", json.dumps(runs, indent=1))
 
 
 def started(run: dict) -> float:
@@ -63,8 +67,8 @@ def invocation_wall(root: Path, runs: list[dict], i: int) -> tuple[float, bool]:
         return runs[i]["wall_s"], True
     t0 = started(runs[i])
     t1 = started(runs[i + 1]) if i + 1 < len(runs) else float("inf")
-    ends = [f.stat().st_mtime for f in (root / "cells").glob("**/*.json")
-            if t0 <= f.stat().st_mtime < t1]
+    ends = [m for m in (f.stat().st_mtime for f in (root / "cells").glob("**/*.json"))
+            if t0 <= m < t1]
     return (max(ends) - t0 if ends else 0.0), False
 
 
@@ -171,7 +175,7 @@ def section(exp: str, results: dict, images: dict[str, str]) -> tuple[str, list[
 
 def header(root: Path, preset_name: str, budget: str, sel: dict | None, seeds: list[int]) -> str:
     p = PRESETS[preset_name]
-    runs = json.loads((root / "runs.json").read_text()) if (root / "runs.json").exists() else []
+    runs = load_runs(root)
     generated_by, wall = describe_invocations(root, runs)
     done = [json.loads(f.read_text()) for f in sorted((root / "cells").glob("**/*.json"))]
     cell_wall = sum(d.get("cell_s", 0.0) for d in done) / 3600
